@@ -1,0 +1,72 @@
+//! `multiwan explain`: which uplink a new connection takes, and why.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use multiwan::config::Protocol;
+use multiwan::explain::{Packet, explain};
+use multiwan::plan::Plan;
+
+use super::{ConfigArg, observed_with_down};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Source address (a LAN host).
+    #[arg(long)]
+    pub src: Ipv4Addr,
+    /// Destination address.
+    #[arg(long)]
+    pub dst: Ipv4Addr,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: Proto,
+    /// Destination port.
+    #[arg(long)]
+    pub dport: Option<u16>,
+    /// Source port.
+    #[arg(long)]
+    pub sport: Option<u16>,
+    /// The LAN interface the connection enters by (default: the first in the config).
+    #[arg(long, value_name = "INTERFACE")]
+    pub from_lan: Option<String>,
+    /// Assume this uplink is down (repeatable).
+    #[arg(long, value_name = "UPLINK")]
+    pub down: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let observed = match observed_with_down(&config, &args.down) {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
+    let plan = Plan::build(&config, &observed);
+    let in_interface = args
+        .from_lan
+        .unwrap_or_else(|| config.lan_interfaces[0].clone());
+    let packet = Packet {
+        src: args.src,
+        dst: args.dst,
+        protocol: match args.proto {
+            Proto::Tcp => Protocol::Tcp,
+            Proto::Udp => Protocol::Udp,
+            Proto::Icmp => Protocol::Icmp,
+        },
+        sport: args.sport,
+        dport: args.dport,
+        in_interface,
+    };
+    println!("{}", explain(&config, &plan, &packet).text());
+    Ok(ExitCode::SUCCESS)
+}

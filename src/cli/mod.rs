@@ -1,0 +1,88 @@
+//! Command-line interface: one module per subcommand.
+
+mod check;
+mod explain;
+mod plan;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use multiwan::config::{self, Config, ConfigError};
+
+/// multiwan: balance and fail over new connections across several Internet uplinks.
+#[derive(Debug, Parser)]
+#[command(name = "multiwan", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config file and print a one-line summary (no root needed).
+    Check(check::Args),
+    /// Print the rules, routes and sets multiwan would install (no root needed).
+    Plan(plan::Args),
+    /// Tell which uplink a new connection would take, and why (no root needed).
+    Explain(explain::Args),
+}
+
+/// `-c/--config`, shared by every subcommand that reads the config.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(short, long, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// Loads the config, printing every diagnostic on failure.
+    pub fn load(&self) -> Result<Config, ExitCode> {
+        load_config(&self.config)
+    }
+}
+
+pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    match config::load(path) {
+        Ok(c) => Ok(c),
+        Err(e @ ConfigError::Invalid { .. }) => {
+            eprintln!("{e}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("multiwan: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Explain(a) => explain::run(a),
+    }
+}
+
+/// `--down NAME`: uplinks to assume down; each must exist.
+pub fn observed_with_down(
+    config: &Config,
+    down: &[String],
+) -> Result<multiwan::plan::Observed, ExitCode> {
+    let mut observed = multiwan::plan::Observed::default();
+    for name in down {
+        if config.uplink(name).is_none() {
+            let known: Vec<&str> = config.uplinks.iter().map(|u| u.name.as_str()).collect();
+            eprintln!(
+                "multiwan: --down {name}: no such uplink (uplinks: {})",
+                known.join(", ")
+            );
+            return Err(ExitCode::from(2));
+        }
+        observed
+            .health
+            .insert(name.clone(), multiwan::plan::Health::Down);
+    }
+    Ok(observed)
+}

@@ -1,0 +1,282 @@
+//! The validated configuration: every value checked, every default filled in. Code after
+//! `config::load` can rely on it without checking again.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use super::values::PortRange;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub lan_interfaces: Vec<String>,
+    pub uplinks: Vec<Uplink>,
+    pub policies: Vec<Policy>,
+    pub sets: Vec<DestinationSet>,
+    pub masquerade: bool,
+    pub when_all_down: WhenAllDown,
+    pub marks: MarkLayout,
+    pub table_base: u32,
+    pub rule_priority_base: u32,
+    pub sysctl: SysctlMode,
+    pub initial_state: InitialState,
+    pub control: Control,
+    pub metrics: Option<SocketAddr>,
+    pub hooks: Vec<PathBuf>,
+    #[serde(with = "duration_ms")]
+    pub hook_timeout: Duration,
+}
+
+impl Config {
+    pub fn uplink(&self, name: &str) -> Option<&Uplink> {
+        self.uplinks.iter().find(|u| u.name == name)
+    }
+
+    /// The routing table of an uplink.
+    pub fn table(&self, uplink: &Uplink) -> u32 {
+        self.table_base + uplink.id
+    }
+
+    /// One line for `check`.
+    pub fn summary(&self) -> String {
+        let uplinks: Vec<String> = self
+            .uplinks
+            .iter()
+            .map(|u| {
+                format!(
+                    "{} ({}, weight {}, tier {})",
+                    u.name, u.interface, u.weight, u.tier
+                )
+            })
+            .collect();
+        format!(
+            "{} uplink(s): {}; {} policy(ies); {} set(s); LAN {}",
+            self.uplinks.len(),
+            uplinks.join(", "),
+            self.policies.len(),
+            self.sets.len(),
+            self.lan_interfaces.join(", ")
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Uplink {
+    pub name: String,
+    pub interface: String,
+    pub gateway: Gateway,
+    pub weight: u32,
+    pub tier: u8,
+    pub id: u32,
+    pub probe: Probe,
+    pub flush_on_down: bool,
+    pub flush_on_recovery: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gateway {
+    /// Learned from the kernel: the main table's default route on the uplink's interface.
+    Auto,
+    Static(Ipv4Addr),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// Empty means: probe the gateway.
+    pub targets: Vec<Ipv4Addr>,
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    pub quorum: u32,
+    pub down_after: u32,
+    pub up_after: u32,
+    pub degraded: Option<Degraded>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Degraded {
+    /// Loss ratio (0..=1) above which the uplink is degraded.
+    pub loss: Option<f64>,
+    pub latency: Option<Duration>,
+    pub weight_factor: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub matcher: Match,
+    pub action: PolicyAction,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Match {
+    pub sources: Vec<Ipv4Net>,
+    pub destinations: Vec<Ipv4Net>,
+    pub protocol: Protocol,
+    pub source_ports: Vec<PortRange>,
+    pub destination_ports: Vec<PortRange>,
+    pub destination_set: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    #[default]
+    All,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::All => "all",
+        }
+    }
+
+    pub fn has_ports(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAction {
+    Pin {
+        uplink: String,
+        fallback: Fallback,
+    },
+    /// Bypass multiwan: the main routing table decides.
+    Main,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    #[default]
+    Balance,
+    Drop,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationSet {
+    pub name: String,
+    pub networks: Vec<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAllDown {
+    /// Treat every uplink as up and balance over all of them (pfSense's "plan B").
+    #[default]
+    BalanceAll,
+    /// New connections get ICMP unreachable.
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SysctlMode {
+    #[default]
+    Warn,
+    Manage,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialState {
+    #[default]
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Control {
+    pub socket: PathBuf,
+    pub group: Option<String>,
+}
+
+/// Which fwmark bits are ours and how uplink ids map into them. Two values of the field are
+/// reserved: all ones means "main table" (bypass), all ones minus one means "unreachable".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MarkLayout {
+    pub mask: u32,
+    pub shift: u32,
+}
+
+impl MarkLayout {
+    pub fn new(mask: u32) -> Self {
+        Self {
+            mask,
+            shift: mask.trailing_zeros(),
+        }
+    }
+
+    fn field_max(&self) -> u32 {
+        self.mask >> self.shift
+    }
+
+    /// The highest uplink id whose mark fits (ids stop two short of the reserved values).
+    pub fn max_id(&self) -> u32 {
+        self.field_max().saturating_sub(2)
+    }
+
+    pub fn uplink(&self, id: u32) -> u32 {
+        id << self.shift
+    }
+
+    /// Connections decided for the main table (connected networks, `action: main`).
+    pub fn main(&self) -> u32 {
+        self.mask
+    }
+
+    /// Connections refused because every uplink is down (`when_all_down: unreachable`).
+    pub fn unreachable(&self) -> u32 {
+        (self.field_max() - 1) << self.shift
+    }
+
+    /// The uplink id a mark value stands for, if any.
+    pub fn id_of(&self, mark: u32) -> Option<u32> {
+        let field = (mark & self.mask) >> self.shift;
+        (field >= 1 && field <= self.max_id()).then_some(field)
+    }
+}
+
+/// Highest uplink id: uplink rules use priority offsets 100+id and 200+id inside our range.
+pub const MAX_UPLINK_ID: u32 = 99;
+
+pub(crate) mod duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_layout_reserves_main_and_unreachable() {
+        let m = MarkLayout::new(0xff00);
+        assert_eq!(m.shift, 8);
+        assert_eq!(m.uplink(1), 0x100);
+        assert_eq!(m.main(), 0xff00);
+        assert_eq!(m.unreachable(), 0xfe00);
+        assert_eq!(m.max_id(), 253);
+        assert_eq!(m.id_of(0x0300 | 0x1), Some(3));
+        assert_eq!(m.id_of(0xff00), None);
+        assert_eq!(m.id_of(0), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! The file's shape as serde reads it: every field optional where the schema has a default,
+//! unknown keys refused. Meaning (ranges, references, defaults) is checked in `validate`.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::values::{Net, OneOrMany, Percent, PortRange, Span};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUplink {
+    pub name: String,
+    pub interface: String,
+    pub gateway: Option<String>,
+    pub weight: Option<u32>,
+    pub tier: Option<u32>,
+    pub id: Option<u32>,
+    pub probe: Option<RawProbe>,
+    pub flush_on_down: Option<bool>,
+    pub flush_on_recovery: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub targets: Option<OneOrMany<Ipv4Addr>>,
+    pub interval: Option<Span>,
+    pub timeout: Option<Span>,
+    pub quorum: Option<u32>,
+    pub down_after: Option<u32>,
+    pub up_after: Option<u32>,
+    pub degraded: Option<RawDegraded>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDegraded {
+    pub loss: Option<Percent>,
+    pub latency: Option<Span>,
+    pub weight_factor: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub uplink: Option<String>,
+    pub action: Option<RawAction>,
+    pub fallback: Option<super::Fallback>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAction {
+    Main,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub source: Option<OneOrMany<Net>>,
+    pub destination: Option<OneOrMany<Net>>,
+    pub protocol: Option<super::Protocol>,
+    pub source_ports: Option<OneOrMany<PortRange>>,
+    pub destination_ports: Option<OneOrMany<PortRange>>,
+    pub destination_set: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNat {
+    pub masquerade: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    pub socket: Option<PathBuf>,
+    pub group: Option<String>,
+}

@@ -1,0 +1,19 @@
+//! The `multiwan` command: argument parsing and dispatch only. Each subcommand lives in
+//! `cli/`, and all real work in the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("multiwan: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

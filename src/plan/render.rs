@@ -1,0 +1,125 @@
+//! Text forms of a plan: for a person (`multiwan plan`) and for `ipset restore`.
+
+use std::fmt::Write;
+
+use super::{Balance, Decision, IpSet, Plan, Resolved};
+
+pub fn ipset_restore(sets: &[IpSet]) -> String {
+    let mut out = String::new();
+    for set in sets {
+        let _ = writeln!(out, "create {} hash:net family inet -exist", set.name);
+        match &set.networks {
+            Resolved::Known(nets) => {
+                for n in nets {
+                    let _ = writeln!(out, "add {} {n} -exist", set.name);
+                }
+            }
+            Resolved::Unknown(what) => {
+                let _ = writeln!(out, "# {}: <{what}>", set.name);
+            }
+        }
+    }
+    out
+}
+
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    uplinks(plan, &mut out);
+    balance(plan, &mut out);
+    policies(plan, &mut out);
+    let _ = writeln!(out, "\n== iptables (iptables-restore --noflush) ==");
+    out.push_str(&plan.iptables_restore());
+    let _ = writeln!(
+        out,
+        "\n== jumps from built-in chains (added once, never duplicated) =="
+    );
+    for j in &plan.jumps {
+        let _ = writeln!(out, "-t {} -A {} {}", j.table, j.from, j.spec());
+    }
+    let _ = writeln!(out, "\n== ip rules ==");
+    for r in &plan.ip_rules {
+        let _ = writeln!(out, "{r}");
+    }
+    let _ = writeln!(out, "\n== routes ==");
+    for r in &plan.routes {
+        let _ = writeln!(out, "{r}");
+    }
+    let _ = writeln!(out, "\n== ipsets (ipset restore) ==");
+    out.push_str(&ipset_restore(&plan.sets));
+    out
+}
+
+fn uplinks(plan: &Plan, out: &mut String) {
+    let _ = writeln!(out, "== uplinks ==");
+    let _ = writeln!(
+        out,
+        "{:<15} {:<15} {:>3} {:>7} {:>6} {:>4} {:<9} {:>6} {:>7}  address / gateway",
+        "uplink", "interface", "id", "mark", "table", "tier", "state", "weight", "share"
+    );
+    for u in &plan.uplinks {
+        let _ = writeln!(
+            out,
+            "{:<15} {:<15} {:>3} {:>7} {:>6} {:>4} {:<9} {:>6} {:>6.1}%  {} / {}",
+            u.name,
+            u.interface,
+            u.id,
+            format!("{:#x}", u.mark),
+            u.table,
+            u.tier,
+            u.health.to_string(),
+            trim_float(u.effective_weight),
+            u.share * 100.0,
+            u.address,
+            u.gateway
+        );
+    }
+}
+
+fn balance(plan: &Plan, out: &mut String) {
+    let _ = writeln!(out, "\n== balance ==");
+    match &plan.balance {
+        Balance::Weighted { tier, members } => {
+            let shares: Vec<String> = members
+                .iter()
+                .map(|m| format!("{} {:.1}%", m.uplink, m.share * 100.0))
+                .collect();
+            let note = if plan.all_down {
+                " (every uplink is down: when_all_down is balance_all, so all are treated as up)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "tier {tier}: {}{note}", shares.join(", "));
+        }
+        Balance::Unreachable => {
+            let _ = writeln!(
+                out,
+                "every uplink is down: new connections get ICMP unreachable"
+            );
+        }
+    }
+}
+
+fn policies(plan: &Plan, out: &mut String) {
+    if plan.policies.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n== policies (first match wins) ==");
+    for p in &plan.policies {
+        let what = match &p.decision {
+            Decision::Pinned { uplink } => format!("pinned to {uplink}"),
+            Decision::FallbackBalance { uplink } => format!("{uplink} is down: balanced instead"),
+            Decision::FallbackDrop { uplink } => format!("{uplink} is down: dropped"),
+            Decision::Main => "bypasses multiwan (main table)".into(),
+        };
+        let _ = writeln!(out, "{:<15} {what}", p.name);
+    }
+}
+
+/// `70` rather than `70.0`, `17.5` as is.
+pub fn trim_float(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}").trim_end_matches('0').to_string()
+    }
+}

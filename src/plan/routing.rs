@@ -1,0 +1,99 @@
+//! Routing objects of the plan: ip rules and per-uplink routes, as plain values.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::Resolved;
+
+/// The kernel's main table.
+pub const MAIN_TABLE: u32 = 254;
+
+/// Metric of the `unreachable default` in each uplink table: far behind any real default
+/// route, so it only answers when the uplink's route is gone (link down, no gateway).
+pub const UNREACHABLE_METRIC: u32 = 4_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpRule {
+    pub priority: u32,
+    pub from: Option<Resolved<Ipv4Addr>>,
+    pub fwmark: Option<(u32, u32)>,
+    pub action: RuleAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    Lookup {
+        table: u32,
+        suppress_prefixlength: Option<u8>,
+    },
+    Unreachable,
+}
+
+impl fmt::Display for IpRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: from ", self.priority)?;
+        match &self.from {
+            Some(a) => write!(f, "{a}")?,
+            None => f.write_str("all")?,
+        }
+        if let Some((value, mask)) = self.fwmark {
+            write!(f, " fwmark {value:#x}/{mask:#x}")?;
+        }
+        match self.action {
+            RuleAction::Lookup {
+                table,
+                suppress_prefixlength,
+            } => {
+                if table == MAIN_TABLE {
+                    f.write_str(" lookup main")?;
+                } else {
+                    write!(f, " lookup {table}")?;
+                }
+                if let Some(len) = suppress_prefixlength {
+                    write!(f, " suppress_prefixlength {len}")?;
+                }
+                Ok(())
+            }
+            RuleAction::Unreachable => f.write_str(" unreachable"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoutePlan {
+    pub table: u32,
+    pub kind: RouteKind,
+    pub metric: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteKind {
+    /// `default via GATEWAY dev INTERFACE`
+    Default {
+        gateway: Resolved<Ipv4Addr>,
+        interface: String,
+    },
+    /// `unreachable default`
+    Unreachable,
+}
+
+impl fmt::Display for RoutePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RouteKind::Default { gateway, interface } => write!(
+                f,
+                "default via {gateway} dev {interface} table {}",
+                self.table
+            )?,
+            RouteKind::Unreachable => write!(f, "unreachable default table {}", self.table)?,
+        }
+        if self.metric != 0 {
+            write!(f, " metric {}", self.metric)?;
+        }
+        Ok(())
+    }
+}

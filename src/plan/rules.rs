@@ -1,0 +1,314 @@
+//! iptables rules as data, and their `iptables-restore` text. The same values drive
+//! `explain`, so what it says is what the kernel does.
+
+use std::fmt::Write;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::config::{PortRange, Protocol};
+
+/// How many ports (a range counts twice) one `-m multiport` match takes.
+const MULTIPORT_MAX: usize = 15;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Match {
+    InInterface(String),
+    OutInterface(String),
+    Source(Ipv4Net),
+    Destination(Ipv4Net),
+    Protocol(Protocol),
+    SourcePorts(Vec<PortRange>),
+    DestinationPorts(Vec<PortRange>),
+    /// `-m set --match-set NAME dst`
+    DestinationInSet(String),
+    /// `-m mark --mark VALUE/MASK` (or `!` when negated)
+    Mark {
+        value: u32,
+        mask: u32,
+        negated: bool,
+    },
+    /// `-m conntrack --ctstate NEW` (or `!` when negated)
+    NewConnection {
+        negated: bool,
+    },
+    /// `-m statistic --mode random --probability P`
+    Random(f64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Jump(String),
+    Return,
+    Drop,
+    SetMark { value: u32, mask: u32 },
+    SetConnmark { value: u32, mask: u32 },
+    RestoreMark { mask: u32 },
+    SaveMark { mask: u32 },
+    Masquerade,
+}
+
+/// What a rule stands for, so `explain` can tell the story behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Plumbing,
+    Connected,
+    Policy(usize),
+    Balance,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub target: Target,
+    pub comment: String,
+    pub origin: Origin,
+}
+
+impl Rule {
+    pub fn new(matches: Vec<Match>, target: Target, comment: impl Into<String>) -> Self {
+        Self {
+            matches,
+            target,
+            comment: comment.into(),
+            origin: Origin::Plumbing,
+        }
+    }
+
+    pub fn origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chain {
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+/// A jump from a built-in chain into ours, managed apart from our chains because the
+/// built-in chain is shared with other tools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jump {
+    pub table: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl Jump {
+    /// The rule spec as iptables-save prints it, without `-A CHAIN`.
+    pub fn spec(&self) -> String {
+        format!("-m comment --comment multiwan -j {}", self.to)
+    }
+}
+
+/// One iptables table's part of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TablePlan {
+    pub name: String,
+    pub chains: Vec<Chain>,
+}
+
+impl TablePlan {
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    /// `iptables-restore --noflush` input: declaring a chain flushes it, so the whole table
+    /// part is replaced in one transaction.
+    pub fn restore_text(&self) -> String {
+        let mut out = format!("*{}\n", self.name);
+        for chain in &self.chains {
+            let _ = writeln!(out, ":{} - [0:0]", chain.name);
+        }
+        for chain in &self.chains {
+            for rule in &chain.rules {
+                let _ = writeln!(out, "-A {} {}", chain.name, rule_spec(rule));
+            }
+        }
+        out.push_str("COMMIT\n");
+        out
+    }
+}
+
+/// The rule's arguments after `-A CHAIN`.
+pub fn rule_spec(rule: &Rule) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let protocol = rule.matches.iter().find_map(|m| match m {
+        Match::Protocol(p) => Some(*p),
+        _ => None,
+    });
+    for m in &rule.matches {
+        parts.push(match_text(m, protocol));
+    }
+    if !rule.comment.is_empty() {
+        parts.push(format!("-m comment --comment \"{}\"", rule.comment));
+    }
+    parts.push(target_text(&rule.target));
+    parts.retain(|p| !p.is_empty());
+    parts.join(" ")
+}
+
+fn match_text(m: &Match, protocol: Option<Protocol>) -> String {
+    let proto = protocol.map_or("tcp", Protocol::name);
+    match m {
+        Match::InInterface(i) => format!("-i {i}"),
+        Match::OutInterface(i) => format!("-o {i}"),
+        Match::Source(n) => format!("-s {n}"),
+        Match::Destination(n) => format!("-d {n}"),
+        Match::Protocol(Protocol::All) => String::new(),
+        Match::Protocol(p) => format!("-p {}", p.name()),
+        Match::SourcePorts(ports) => ports_text(proto, "sport", ports),
+        Match::DestinationPorts(ports) => ports_text(proto, "dport", ports),
+        Match::DestinationInSet(s) => format!("-m set --match-set {s} dst"),
+        Match::Mark {
+            value,
+            mask,
+            negated,
+        } => {
+            let not = if *negated { "! " } else { "" };
+            format!("-m mark {not}--mark {value:#x}/{mask:#x}")
+        }
+        Match::NewConnection { negated } => {
+            let not = if *negated { "! " } else { "" };
+            format!("-m conntrack {not}--ctstate NEW")
+        }
+        Match::Random(p) => format!(
+            "-m statistic --mode random --probability {}",
+            probability_text(*p)
+        ),
+    }
+}
+
+/// The kernel keeps the probability as a 31-bit fraction; 11 digits keep it to within
+/// 5e-12, far below the 1e-6 the shares must match.
+pub fn probability_text(p: f64) -> String {
+    format!("{p:.11}")
+}
+
+fn ports_text(proto: &str, dir: &str, ports: &[PortRange]) -> String {
+    match ports {
+        [single] => format!("-m {proto} --{dir} {}", single.iptables()),
+        many => {
+            let list: Vec<String> = many.iter().map(PortRange::iptables).collect();
+            format!("-m multiport --{dir}s {}", list.join(","))
+        }
+    }
+}
+
+fn target_text(t: &Target) -> String {
+    match t {
+        Target::Jump(c) => format!("-j {c}"),
+        Target::Return => "-j RETURN".into(),
+        Target::Drop => "-j DROP".into(),
+        Target::SetMark { value, mask } => format!("-j MARK --set-xmark {value:#x}/{mask:#x}"),
+        Target::SetConnmark { value, mask } => {
+            format!("-j CONNMARK --set-xmark {value:#x}/{mask:#x}")
+        }
+        Target::RestoreMark { mask } => {
+            format!("-j CONNMARK --restore-mark --nfmask {mask:#x} --ctmask {mask:#x}")
+        }
+        Target::SaveMark { mask } => {
+            format!("-j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}")
+        }
+        Target::Masquerade => "-j MASQUERADE".into(),
+    }
+}
+
+/// Splits port lists so each fits one multiport match (a range takes two of its 15 slots).
+pub fn port_chunks(ports: &[PortRange]) -> Vec<Vec<PortRange>> {
+    let mut chunks: Vec<Vec<PortRange>> = Vec::new();
+    let mut used = 0;
+    for p in ports {
+        let cost = if p.first == p.last { 1 } else { 2 };
+        if chunks.is_empty() || used + cost > MULTIPORT_MAX {
+            chunks.push(Vec::new());
+            used = 0;
+        }
+        chunks.last_mut().expect("pushed above").push(*p);
+        used += cost;
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(a: u16, b: u16) -> PortRange {
+        PortRange { first: a, last: b }
+    }
+
+    #[test]
+    fn renders_marks_ports_and_comments() {
+        let rule = Rule::new(
+            vec![
+                Match::Source("10.0.0.50/32".parse().unwrap()),
+                Match::Protocol(Protocol::Udp),
+                Match::DestinationPorts(vec![range(27015, 27030), range(3074, 3074)]),
+                Match::Mark {
+                    value: 0,
+                    mask: 0xff00,
+                    negated: false,
+                },
+            ],
+            Target::SetMark {
+                value: 0x100,
+                mask: 0xff00,
+            },
+            "policy gaming",
+        );
+        assert_eq!(
+            rule_spec(&rule),
+            "-s 10.0.0.50/32 -p udp -m multiport --dports 27015:27030,3074 -m mark --mark 0x0/0xff00 \
+             -m comment --comment \"policy gaming\" -j MARK --set-xmark 0x100/0xff00"
+        );
+    }
+
+    #[test]
+    fn single_port_range_uses_protocol_match() {
+        let rule = Rule::new(
+            vec![
+                Match::Protocol(Protocol::Tcp),
+                Match::DestinationPorts(vec![range(80, 80)]),
+            ],
+            Target::Return,
+            "",
+        );
+        assert_eq!(rule_spec(&rule), "-p tcp -m tcp --dport 80 -j RETURN");
+    }
+
+    #[test]
+    fn restore_text_declares_every_chain_first() {
+        let t = TablePlan {
+            name: "mangle".into(),
+            chains: vec![
+                Chain {
+                    name: "A".into(),
+                    rules: vec![Rule::new(vec![], Target::Jump("B".into()), "")],
+                },
+                Chain {
+                    name: "B".into(),
+                    rules: vec![],
+                },
+            ],
+        };
+        assert_eq!(
+            t.restore_text(),
+            "*mangle\n:A - [0:0]\n:B - [0:0]\n-A A -j B\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn port_chunks_respect_multiport_limit() {
+        let ports: Vec<PortRange> = (1..=10).map(|p| range(p * 100, p * 100 + 5)).collect();
+        let chunks = port_chunks(&ports);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].len(), 7);
+        assert_eq!(chunks[1].len(), 3);
+    }
+}
