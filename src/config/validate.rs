@@ -150,10 +150,10 @@ impl<'a> Checker<'a> {
             };
             let message = strip_location(&err.inner().to_string());
             let mut steps = serde_steps(err.path());
-            if let Some(field) = quoted_field(&message, "unknown field `") {
-                if steps.last() != Some(&PathStep::Key(field.clone())) {
-                    steps.push(PathStep::Key(field));
-                }
+            if let Some(field) = quoted_field(&message, "unknown field `")
+                && steps.last() != Some(&PathStep::Key(field.clone()))
+            {
+                steps.push(PathStep::Key(field));
             }
             let missing = quoted_field(&message, "missing field `");
             let mut at_missing = steps.clone();
@@ -359,13 +359,9 @@ impl<'a> Checker<'a> {
         let mut declared = HashSet::new();
         let mut out: Vec<(FieldPath, Uplink)> = Vec::new();
         for (i, (p, raw, value)) in items.into_iter().enumerate() {
-            match raw {
-                Some(raw) => {
-                    if let Some(u) = self.uplink(raw, i, &p, marks) {
-                        out.push((p, u));
-                    }
-                }
-                None => {}
+            if let Some(raw) = raw {
+                let u = self.uplink(raw, i, &p, marks);
+                out.push((p, u));
             }
             if let Some(Value::String(name)) = value.get("name") {
                 declared.insert(name.clone());
@@ -383,7 +379,7 @@ impl<'a> Checker<'a> {
         index: usize,
         p: &FieldPath,
         marks: &MarkLayout,
-    ) -> Option<Uplink> {
+    ) -> Uplink {
         if let Err(e) = check_name(&raw.name, 15) {
             self.error(&p.key("name"), e);
         }
@@ -432,7 +428,7 @@ impl<'a> Checker<'a> {
             );
         }
         let probe = self.probe(raw.probe.unwrap_or_default(), &p.key("probe"));
-        Some(Uplink {
+        Uplink {
             name: raw.name,
             interface: raw.interface,
             gateway,
@@ -442,7 +438,7 @@ impl<'a> Checker<'a> {
             probe,
             flush_on_down: raw.flush_on_down.unwrap_or(true),
             flush_on_recovery: raw.flush_on_recovery.unwrap_or(false),
-        })
+        }
     }
 
     fn uplink_uniqueness(&mut self, uplinks: &[(FieldPath, Uplink)]) {

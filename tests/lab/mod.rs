@@ -1,0 +1,528 @@
+//! A network-namespace lab: LAN host, router, one namespace per ISP and an "internet".
+//! Shared by the integration tests and the benchmarks. Every lab has a unique name prefix,
+//! never touches the host's namespace, and is removed on drop (also when a test panics).
+//!
+//! ```text
+//!  lan (10.0.0.10-60, 10.0.1.10)      router              ispN                inet
+//!  lan0 ───────────────────────── lan0 10.0.0.1
+//!                                      10.0.1.1
+//!                                 wanN 100.64.N.2 ── rt 100.64.N.1
+//!                                                    upstream 172.30.N.1 ─ ispN 172.30.N.2
+//!                                                                      lo 198.51.100.1-2 (probe targets)
+//!                                                                         192.0.2.10 (echo server)
+//!                                                                         203.0.113.10, .200
+//! ```
+//! Each ISP drops packets from the router whose source is not its customer's address, so a
+//! connection that leaves by the wrong uplink fails instead of passing unnoticed.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub const ECHO: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const ECHO_PORT: u16 = 8000;
+pub const TARGETS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(198, 51, 100, 1),
+    Ipv4Addr::new(198, 51, 100, 2),
+];
+pub const SET_MEMBER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// True when this process may build namespaces. Without root a test is skipped, except
+/// in CI (`CI` or `MULTIWAN_REQUIRE_NETNS` set), where a skip is a failure.
+pub fn available() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        let required = std::env::var_os("CI").is_some()
+            || std::env::var_os("MULTIWAN_REQUIRE_NETNS").is_some();
+        assert!(
+            !required,
+            "namespace tests need root, and CI requires them to run"
+        );
+        eprintln!("skipping: namespace tests need root");
+    }
+    root
+}
+
+pub fn uplink_addr(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 64, n as u8, 2)
+}
+
+pub fn gateway_addr(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 64, n as u8, 1)
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub isps: usize,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// Builds a lab with `isps` ISPs (1..=9).
+    pub fn new(isps: usize) -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("mwt{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab {
+            prefix,
+            isps,
+            children: Vec::new(),
+            dir,
+        };
+        lab.build();
+        lab
+    }
+
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    fn build(&mut self) {
+        for role in self.roles() {
+            run(&["ip", "netns", "add", &self.ns(&role)]);
+            self.ip(&role, &["link", "set", "lo", "up"]);
+        }
+        self.build_lan();
+        for n in 1..=self.isps {
+            self.build_isp(n);
+        }
+        self.build_inet();
+        self.sysctl("rt", "net.ipv4.ip_forward", "1");
+        for iface in ["all", "default"] {
+            self.sysctl("rt", &format!("net.ipv4.conf.{iface}.rp_filter"), "2");
+        }
+        self.ip(
+            "rt",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                "100.64.1.1",
+                "dev",
+                "wan1",
+            ],
+        );
+    }
+
+    fn roles(&self) -> Vec<String> {
+        let mut roles = vec!["lan".to_string(), "rt".to_string(), "inet".to_string()];
+        roles.extend((1..=self.isps).map(|n| format!("isp{n}")));
+        roles
+    }
+
+    fn build_lan(&self) {
+        self.veth("lan", "lan0", "rt", "lan0");
+        for last in [10, 11, 12, 13, 14, 50, 51, 60, 66] {
+            self.ip(
+                "lan",
+                &["addr", "add", &format!("10.0.0.{last}/24"), "dev", "lan0"],
+            );
+        }
+        self.ip("lan", &["addr", "add", "10.0.1.10/24", "dev", "lan0"]);
+        self.ip(
+            "lan",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.0.0.1",
+                "src",
+                "10.0.0.10",
+            ],
+        );
+        self.ip("rt", &["addr", "add", "10.0.0.1/24", "dev", "lan0"]);
+        self.ip("rt", &["addr", "add", "10.0.1.1/24", "dev", "lan0"]);
+    }
+
+    fn build_isp(&self, n: usize) {
+        let isp = format!("isp{n}");
+        self.veth("rt", &format!("wan{n}"), &isp, "rt");
+        self.ip(
+            "rt",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", uplink_addr(n)),
+                "dev",
+                &format!("wan{n}"),
+            ],
+        );
+        self.ip(
+            &isp,
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", gateway_addr(n)),
+                "dev",
+                "rt",
+            ],
+        );
+        self.veth(&isp, "upstream", "inet", &isp);
+        self.ip(
+            &isp,
+            &[
+                "addr",
+                "add",
+                &format!("172.30.{n}.1/24"),
+                "dev",
+                "upstream",
+            ],
+        );
+        self.ip(
+            "inet",
+            &["addr", "add", &format!("172.30.{n}.2/24"), "dev", &isp],
+        );
+        self.ip(
+            &isp,
+            &["route", "add", "default", "via", &format!("172.30.{n}.2")],
+        );
+        self.ip(
+            "inet",
+            &[
+                "route",
+                "add",
+                &format!("100.64.{n}.0/24"),
+                "via",
+                &format!("172.30.{n}.1"),
+            ],
+        );
+        self.sysctl(&isp, "net.ipv4.ip_forward", "1");
+        // Anti-spoofing: only the customer's own address may leave through this ISP.
+        self.exec_ok(
+            &isp,
+            &[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "rt",
+                "!",
+                "-s",
+                &format!("100.64.{n}.0/24"),
+                "-j",
+                "DROP",
+            ],
+        );
+    }
+
+    fn build_inet(&self) {
+        for addr in [
+            "198.51.100.1",
+            "198.51.100.2",
+            "192.0.2.10",
+            "203.0.113.10",
+            "203.0.113.200",
+        ] {
+            self.ip("inet", &["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+        }
+    }
+
+    fn veth(&self, ns_a: &str, a: &str, ns_b: &str, b: &str) {
+        let (na, nb) = (self.ns(ns_a), self.ns(ns_b));
+        run(&[
+            "ip", "-n", &na, "link", "add", a, "type", "veth", "peer", "name", b, "netns", &nb,
+        ]);
+        run(&["ip", "-n", &na, "link", "set", a, "up"]);
+        run(&["ip", "-n", &nb, "link", "set", b, "up"]);
+    }
+
+    pub fn ip(&self, role: &str, args: &[&str]) {
+        let ns = self.ns(role);
+        let mut argv = vec!["ip", "-n", ns.as_str()];
+        argv.extend_from_slice(args);
+        run(&argv);
+    }
+
+    pub fn sysctl(&self, role: &str, key: &str, value: &str) {
+        self.exec_ok(role, &["sysctl", "-qw", &format!("{key}={value}")]);
+    }
+
+    /// Runs a command inside a namespace.
+    pub fn exec(&self, role: &str, argv: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(argv)
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    /// Runs a command inside a namespace and panics with its stderr if it fails.
+    pub fn exec_ok(&self, role: &str, argv: &[&str]) -> String {
+        let out = self.exec(role, argv);
+        assert!(
+            out.status.success(),
+            "{role}: {argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a long-running command inside a namespace; it is killed when the lab drops.
+    pub fn spawn(&mut self, role: &str, argv: &[&str]) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Writes a file in the lab's own temporary folder.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs the real multiwan binary in the router namespace.
+    pub fn multiwan(&self, args: &[&str]) -> Output {
+        let mut argv = vec![env!("CARGO_BIN_EXE_multiwan")];
+        argv.extend_from_slice(args);
+        self.exec("rt", &argv)
+    }
+
+    pub fn multiwan_ok(&self, args: &[&str]) -> String {
+        let out = self.multiwan(args);
+        assert!(
+            out.status.success(),
+            "multiwan {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: its sockets live there.
+    pub fn in_ns<R: Send + 'static>(
+        &self,
+        role: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        let path = format!("/var/run/netns/{}", self.ns(role));
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// A TCP server in `role` that answers every connection with the peer address it saw.
+    pub fn start_echo(&self, role: &str, addr: Ipv4Addr, port: u16) {
+        let path = format!("/var/run/netns/{}", self.ns(role));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            let listener = TcpListener::bind(SocketAddr::from((addr, port))).expect("bind echo");
+            tx.send(()).unwrap();
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                std::thread::spawn(move || {
+                    if let Ok(peer) = s.peer_addr() {
+                        let _ = s.write_all(format!("{}\n", peer.ip()).as_bytes());
+                    }
+                    // Keep long-lived connections open until the client closes.
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("echo server did not start");
+    }
+
+    /// The standard internet echo server.
+    pub fn start_internet_echo(&self) {
+        self.start_echo("inet", ECHO, ECHO_PORT);
+        self.start_echo("inet", SET_MEMBER, ECHO_PORT);
+    }
+
+    /// Opens `count` TCP connections from the LAN and returns the address the server saw
+    /// for each (None for a failed connection).
+    pub fn connect_many(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        port: u16,
+        count: usize,
+    ) -> Vec<Option<Ipv4Addr>> {
+        self.in_ns("lan", move || {
+            (0..count).map(|_| ask_peer(src, dst, port)).collect()
+        })
+    }
+
+    /// Every iptables table, ip rule and route of a namespace, for before/after comparisons.
+    pub fn snapshot(&self, role: &str) -> String {
+        let mut out = String::new();
+        out.push_str(&strip_counters(&self.exec_ok(role, &["iptables-save"])));
+        out.push_str(&self.exec_ok(role, &["ip", "rule", "show"]));
+        out.push_str(&self.exec_ok(role, &["ip", "route", "show", "table", "all"]));
+        out.push_str(&self.exec_ok(role, &["ipset", "list"]));
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for role in self.roles() {
+            let ns = self.ns(&role);
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects from `src` and returns the address the echo server saw.
+pub fn ask_peer(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
+    let mut s = connect_from(src, dst, port)?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut line = String::new();
+    let mut buf = [0u8; 64];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        line.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if line.contains('\n') {
+            break;
+        }
+    }
+    line.trim().parse().ok()
+}
+
+/// A TCP connection bound to a source address, with a short connect timeout.
+pub fn connect_from(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<TcpStream> {
+    connect_bound(src, dst, port, Duration::from_secs(2))
+}
+
+/// std has no bind-before-connect: a non-blocking socket, bound, then connect and poll.
+fn connect_bound(src: Ipv4Addr, dst: Ipv4Addr, port: u16, timeout: Duration) -> Option<TcpStream> {
+    use std::os::fd::FromRawFd;
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            4,
+        );
+        let b = sockaddr(src, 0);
+        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
+            return None;
+        }
+        let d = sockaddr(dst, port);
+        let rc = libc::connect(fd, &d as *const _ as *const libc::sockaddr, len);
+        if rc != 0 && *libc::__errno_location() != libc::EINPROGRESS {
+            return None;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        if libc::poll(&mut pfd, 1, timeout.as_millis() as i32) != 1 {
+            return None;
+        }
+        let mut err: libc::c_int = 0;
+        let mut elen = 4u32;
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut _ as *mut libc::c_void,
+            &mut elen,
+        );
+        if err != 0 {
+            return None;
+        }
+        stream.set_nonblocking(false).ok()?;
+        Some(stream)
+    }
+}
+
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn enter_netns(path: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}");
+}
+
+fn run(argv: &[&str]) {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect(argv[0]);
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// iptables-save with its comment header and packet counters removed.
+pub fn strip_counters(save: &str) -> String {
+    save.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match l.strip_prefix(':') {
+            Some(rest) => format!(":{}", rest.split(" [").next().unwrap_or(rest)),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}

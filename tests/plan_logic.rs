@@ -1,0 +1,176 @@
+//! Planning decisions: tiers, degraded weights, fallbacks, when_all_down.
+
+use multiwan::config::{self, Config};
+use multiwan::plan::{Balance, Decision, Health, Observed, Plan, Target};
+
+fn config(yaml: &str) -> Config {
+    config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+const THREE: &str = "
+lan_interfaces: [lan0]
+uplinks:
+  - {name: a, interface: wan1, gateway: 10.1.0.1, weight: 60}
+  - {name: b, interface: wan2, gateway: 10.2.0.1, weight: 40,
+     probe: {degraded: {loss: 20%, weight_factor: 0.5}}}
+  - {name: c, interface: wan3, gateway: 10.3.0.1, tier: 2}
+policies:
+  - {name: pin-b, match: {source: 10.0.0.5}, uplink: b}
+  - {name: pin-a-strict, match: {source: 10.0.0.6}, uplink: a, fallback: drop}
+";
+
+fn with(states: &[(&str, Health)]) -> Observed {
+    let mut o = Observed::default();
+    for (n, h) in states {
+        o.health.insert(n.to_string(), *h);
+    }
+    o
+}
+
+fn shares(plan: &Plan) -> Vec<(String, f64)> {
+    plan.balance
+        .members()
+        .iter()
+        .map(|m| (m.uplink.clone(), (m.share * 1000.0).round() / 1000.0))
+        .collect()
+}
+
+#[test]
+fn best_tier_carries_everything() {
+    let c = config(THREE);
+    let plan = Plan::build(&c, &Observed::default());
+    assert_eq!(shares(&plan), vec![("a".into(), 0.6), ("b".into(), 0.4)]);
+    assert_eq!(plan.uplink("c").unwrap().share, 0.0);
+}
+
+#[test]
+fn degraded_weight_is_scaled() {
+    let c = config(THREE);
+    let plan = Plan::build(&c, &with(&[("b", Health::Degraded)]));
+    // 60 vs 40 * 0.5 = 20
+    assert_eq!(shares(&plan), vec![("a".into(), 0.75), ("b".into(), 0.25)]);
+    // Degraded still counts as up: pins stay.
+    assert_eq!(
+        plan.policies[0].decision,
+        Decision::Pinned { uplink: "b".into() }
+    );
+}
+
+#[test]
+fn lower_tier_takes_over_when_the_best_is_down() {
+    let c = config(THREE);
+    let plan = Plan::build(&c, &with(&[("a", Health::Down), ("b", Health::Down)]));
+    assert!(matches!(plan.balance, Balance::Weighted { tier: 2, .. }));
+    assert_eq!(shares(&plan), vec![("c".into(), 1.0)]);
+    assert_eq!(
+        plan.policies[0].decision,
+        Decision::FallbackBalance { uplink: "b".into() }
+    );
+    assert_eq!(
+        plan.policies[1].decision,
+        Decision::FallbackDrop { uplink: "a".into() }
+    );
+    let policy_chain = plan.mangle.chain("MULTIWAN_POLICY").unwrap();
+    assert_eq!(
+        policy_chain.rules[0].target,
+        Target::Jump("MULTIWAN_BALANCE".into())
+    );
+    assert_eq!(policy_chain.rules[1].target, Target::Drop);
+}
+
+#[test]
+fn all_down_balance_all_is_the_all_up_plan() {
+    let c = config(THREE);
+    let down = with(&[
+        ("a", Health::Down),
+        ("b", Health::Down),
+        ("c", Health::Down),
+    ]);
+    let plan = Plan::build(&c, &down);
+    let up = Plan::build(&c, &Observed::default());
+    assert!(plan.all_down);
+    assert_eq!(plan.iptables_restore(), up.iptables_restore());
+}
+
+#[test]
+fn all_down_unreachable_marks_new_connections_unreachable() {
+    let c = config(&format!("{THREE}when_all_down: unreachable\n"));
+    let down = with(&[
+        ("a", Health::Down),
+        ("b", Health::Down),
+        ("c", Health::Down),
+    ]);
+    let plan = Plan::build(&c, &down);
+    assert_eq!(plan.balance, Balance::Unreachable);
+    let balance = plan.mangle.chain("MULTIWAN_BALANCE").unwrap();
+    assert_eq!(balance.rules.len(), 1);
+    assert_eq!(
+        balance.rules[0].target,
+        Target::SetMark {
+            value: 0xfe00,
+            mask: 0xff00
+        }
+    );
+    assert!(
+        plan.ip_rules
+            .iter()
+            .any(|r| r.to_string() == "10900: from all fwmark 0xfe00/0xff00 unreachable")
+    );
+}
+
+#[test]
+fn initial_state_down_starts_with_uplinks_down() {
+    let c = config(&format!(
+        "{THREE}initial_state: down\nwhen_all_down: unreachable\n"
+    ));
+    let plan = Plan::build(&c, &Observed::default());
+    assert_eq!(plan.balance, Balance::Unreachable);
+}
+
+#[test]
+fn explicit_ids_set_marks_tables_and_priorities() {
+    let c = config(
+        "lan_interfaces: lan0
+uplinks:
+  - {name: a, interface: wan1, gateway: 10.1.0.1, id: 7}
+table_base: 200
+rule_priority_base: 2000
+mark_mask: 0xf0000
+",
+    );
+    let plan = Plan::build(&c, &Observed::default());
+    let u = plan.uplink("a").unwrap();
+    assert_eq!((u.mark, u.table), (0x70000, 207));
+    let rules: Vec<String> = plan.ip_rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        rules,
+        vec![
+            "2000: from all lookup main suppress_prefixlength 0",
+            "2107: from <address of wan1> lookup 207",
+            "2207: from all fwmark 0x70000/0xf0000 lookup 207",
+            "2900: from all fwmark 0xe0000/0xf0000 unreachable",
+        ]
+    );
+}
+
+#[test]
+fn only_lan_packets_get_a_packet_mark() {
+    // The reply-direction trap: nothing arriving on an uplink may get a packet mark.
+    let c = config(THREE);
+    let plan = Plan::build(&c, &Observed::default());
+    let pre = plan.mangle.chain("MULTIWAN_PREROUTING").unwrap();
+    for rule in &pre.rules {
+        assert!(
+            !matches!(
+                rule.target,
+                Target::SetMark { .. } | Target::RestoreMark { .. }
+            ),
+            "{rule:?}"
+        );
+    }
+    let text = plan.iptables_restore();
+    assert!(text.contains("-A MULTIWAN_PREROUTING -i wan2 -m conntrack --ctstate NEW -m comment --comment \"multiwan inbound b\" -j CONNMARK --set-xmark 0x200/0xff00"));
+    assert!(text.contains(
+        "-A MULTIWAN_PREROUTING -i lan0 -m comment --comment \"multiwan lan\" -j MULTIWAN_LAN"
+    ));
+}
