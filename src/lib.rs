@@ -4,5 +4,11 @@
 //! → adapters that make the kernel match it.
 
 pub mod config;
+pub mod exec;
 pub mod explain;
+pub mod install;
+pub mod ipset;
+pub mod netfilter;
 pub mod plan;
+pub mod routing;
+pub mod sysctl;

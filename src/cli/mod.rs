@@ -1,6 +1,8 @@
 //! Command-line interface: one module per subcommand.
 
+mod apply;
 mod check;
+mod cleanup;
 mod explain;
 mod plan;
 
@@ -26,6 +28,10 @@ pub enum Command {
     Plan(plan::Args),
     /// Tell which uplink a new connection would take, and why (no root needed).
     Explain(explain::Args),
+    /// Install the plan in the kernel with every uplink assumed up (root).
+    Apply(apply::Args),
+    /// Remove every rule, route, chain and set multiwan installed, and nothing else (root).
+    Cleanup(cleanup::Args),
 }
 
 /// `-c/--config`, shared by every subcommand that reads the config.
@@ -62,6 +68,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Apply(a) => apply::run(a),
+        Command::Cleanup(a) => cleanup::run(a),
     }
 }
 
@@ -85,4 +93,11 @@ pub fn observed_with_down(
             .insert(name.clone(), multiwan::plan::Health::Down);
     }
     Ok(observed)
+}
+
+/// A single-threaded runtime for the one-shot commands that talk netlink.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

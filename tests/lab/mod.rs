@@ -3,9 +3,9 @@
 //! never touches the host's namespace, and is removed on drop (also when a test panics).
 //!
 //! ```text
-//!  lan (10.0.0.10-60, 10.0.1.10)      router              ispN                inet
+//!  lan (10.0.0.10-66)                router              ispN                inet
 //!  lan0 ───────────────────────── lan0 10.0.0.1
-//!                                      10.0.1.1
+//!  lan2 (10.0.2.10) lan0 ───────── lan1 10.0.2.1
 //!                                 wanN 100.64.N.2 ── rt 100.64.N.1
 //!                                                    upstream 172.30.N.1 ─ ispN 172.30.N.2
 //!                                                                      lo 198.51.100.1-2 (probe targets)
@@ -17,7 +17,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -69,7 +69,7 @@ impl Lab {
     /// Builds a lab with `isps` ISPs (1..=9).
     pub fn new(isps: usize) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("mwt{}x{n}", std::process::id() % 100_000);
+        let prefix = format!("mwt{}x{n}", std::process::id() % 1_000_000);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
         let mut lab = Lab {
@@ -86,155 +86,30 @@ impl Lab {
         format!("{}-{role}", self.prefix)
     }
 
+    /// The topology is defined once, in `scripts/lab.sh`; tests run their own servers.
     fn build(&mut self) {
-        for role in self.roles() {
-            run(&["ip", "netns", "add", &self.ns(&role)]);
-            self.ip(&role, &["link", "set", "lo", "up"]);
-        }
-        self.build_lan();
-        for n in 1..=self.isps {
-            self.build_isp(n);
-        }
-        self.build_inet();
-        self.sysctl("rt", "net.ipv4.ip_forward", "1");
-        for iface in ["all", "default"] {
-            self.sysctl("rt", &format!("net.ipv4.conf.{iface}.rp_filter"), "2");
-        }
-        self.ip(
-            "rt",
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                "100.64.1.1",
-                "dev",
-                "wan1",
-            ],
-        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh");
+        let isps = self.isps.to_string();
+        run(&[
+            script,
+            "up",
+            "--prefix",
+            &self.prefix,
+            "--isps",
+            &isps,
+            "--no-servers",
+        ]);
     }
 
     fn roles(&self) -> Vec<String> {
-        let mut roles = vec!["lan".to_string(), "rt".to_string(), "inet".to_string()];
+        let mut roles = vec![
+            "lan".to_string(),
+            "lan2".to_string(),
+            "rt".to_string(),
+            "inet".to_string(),
+        ];
         roles.extend((1..=self.isps).map(|n| format!("isp{n}")));
         roles
-    }
-
-    fn build_lan(&self) {
-        self.veth("lan", "lan0", "rt", "lan0");
-        for last in [10, 11, 12, 13, 14, 50, 51, 60, 66] {
-            self.ip(
-                "lan",
-                &["addr", "add", &format!("10.0.0.{last}/24"), "dev", "lan0"],
-            );
-        }
-        self.ip("lan", &["addr", "add", "10.0.1.10/24", "dev", "lan0"]);
-        self.ip(
-            "lan",
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                "10.0.0.1",
-                "src",
-                "10.0.0.10",
-            ],
-        );
-        self.ip("rt", &["addr", "add", "10.0.0.1/24", "dev", "lan0"]);
-        self.ip("rt", &["addr", "add", "10.0.1.1/24", "dev", "lan0"]);
-    }
-
-    fn build_isp(&self, n: usize) {
-        let isp = format!("isp{n}");
-        self.veth("rt", &format!("wan{n}"), &isp, "rt");
-        self.ip(
-            "rt",
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", uplink_addr(n)),
-                "dev",
-                &format!("wan{n}"),
-            ],
-        );
-        self.ip(
-            &isp,
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", gateway_addr(n)),
-                "dev",
-                "rt",
-            ],
-        );
-        self.veth(&isp, "upstream", "inet", &isp);
-        self.ip(
-            &isp,
-            &[
-                "addr",
-                "add",
-                &format!("172.30.{n}.1/24"),
-                "dev",
-                "upstream",
-            ],
-        );
-        self.ip(
-            "inet",
-            &["addr", "add", &format!("172.30.{n}.2/24"), "dev", &isp],
-        );
-        self.ip(
-            &isp,
-            &["route", "add", "default", "via", &format!("172.30.{n}.2")],
-        );
-        self.ip(
-            "inet",
-            &[
-                "route",
-                "add",
-                &format!("100.64.{n}.0/24"),
-                "via",
-                &format!("172.30.{n}.1"),
-            ],
-        );
-        self.sysctl(&isp, "net.ipv4.ip_forward", "1");
-        // Anti-spoofing: only the customer's own address may leave through this ISP.
-        self.exec_ok(
-            &isp,
-            &[
-                "iptables",
-                "-A",
-                "FORWARD",
-                "-i",
-                "rt",
-                "!",
-                "-s",
-                &format!("100.64.{n}.0/24"),
-                "-j",
-                "DROP",
-            ],
-        );
-    }
-
-    fn build_inet(&self) {
-        for addr in [
-            "198.51.100.1",
-            "198.51.100.2",
-            "192.0.2.10",
-            "203.0.113.10",
-            "203.0.113.200",
-        ] {
-            self.ip("inet", &["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
-        }
-    }
-
-    fn veth(&self, ns_a: &str, a: &str, ns_b: &str, b: &str) {
-        let (na, nb) = (self.ns(ns_a), self.ns(ns_b));
-        run(&[
-            "ip", "-n", &na, "link", "add", a, "type", "veth", "peer", "name", b, "netns", &nb,
-        ]);
-        run(&["ip", "-n", &na, "link", "set", a, "up"]);
-        run(&["ip", "-n", &nb, "link", "set", b, "up"]);
     }
 
     pub fn ip(&self, role: &str, args: &[&str]) {
@@ -380,7 +255,14 @@ impl Lab {
         out.push_str(&strip_counters(&self.exec_ok(role, &["iptables-save"])));
         out.push_str(&self.exec_ok(role, &["ip", "rule", "show"]));
         out.push_str(&self.exec_ok(role, &["ip", "route", "show", "table", "all"]));
-        out.push_str(&self.exec_ok(role, &["ipset", "list"]));
+        // Set members in a stable order; the hash seed changes with every swap.
+        let mut sets: Vec<String> = self
+            .exec_ok(role, &["ipset", "save"])
+            .lines()
+            .map(|l| l.split(" initval ").next().unwrap_or(l).to_string())
+            .collect();
+        sets.sort();
+        out.push_str(&sets.join("\n"));
         out
     }
 }
@@ -391,17 +273,53 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for role in self.roles() {
-            let ns = self.ns(&role);
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh");
+        let _ = Command::new(script)
+            .args(["down", "--prefix", &self.prefix])
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A UDP server in `role` that answers every datagram with the sender address it saw.
+impl Lab {
+    pub fn start_udp_echo(&self, role: &str, addr: Ipv4Addr, port: u16) {
+        let path = format!("/var/run/netns/{}", self.ns(role));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            let sock = UdpSocket::bind(SocketAddr::from((addr, port))).expect("bind udp echo");
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 512];
+            while let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(peer.ip().to_string().as_bytes(), peer);
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("udp echo did not start");
+    }
+
+    /// Sends one datagram per source port from the LAN; returns the address the server saw.
+    pub fn udp_many(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        port: u16,
+        count: usize,
+    ) -> Vec<Option<Ipv4Addr>> {
+        self.in_ns("lan", move || {
+            (0..count).map(|_| udp_ask(src, dst, port)).collect()
+        })
+    }
+}
+
+pub fn udp_ask(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
+    let sock = UdpSocket::bind(SocketAddr::from((src, 0))).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    sock.send_to(b"who", SocketAddr::from((dst, port))).ok()?;
+    let mut buf = [0u8; 64];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).trim().parse().ok()
 }
 
 /// Connects from `src` and returns the address the echo server saw.
@@ -495,7 +413,7 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
-fn enter_netns(path: &str) {
+pub fn enter_netns(path: &str) {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };

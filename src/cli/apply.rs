@@ -1,0 +1,40 @@
+//! `multiwan apply`: install the plan with every uplink assumed up.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use multiwan::install::Installer;
+
+use super::ConfigArg;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let rt = super::runtime()?;
+    let applied = rt.block_on(async {
+        let installer = Installer::new()?;
+        installer.apply(&config, &BTreeMap::new()).await
+    })?;
+    for w in &applied.warnings {
+        eprintln!("warning: {w}");
+    }
+    let r = &applied.routing;
+    println!(
+        "applied: {} uplink(s); ip rules +{} -{}; routes +{} -{}; stale sets removed: {}",
+        applied.plan.uplinks.len(),
+        r.rules_added.len(),
+        r.rules_deleted.len(),
+        r.routes_added.len(),
+        r.routes_deleted.len(),
+        applied.stale_sets.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

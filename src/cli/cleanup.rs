@@ -1,0 +1,44 @@
+//! `multiwan cleanup`: remove exactly what multiwan installed.
+
+use std::process::ExitCode;
+
+use multiwan::install::Installer;
+
+use super::ConfigArg;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let rt = super::runtime()?;
+    let removed = rt.block_on(async {
+        let installer = Installer::new()?;
+        anyhow::Ok(installer.cleanup(&config).await)
+    })?;
+    let chains = removed
+        .iptables
+        .lines()
+        .filter(|l| l.starts_with("-X "))
+        .count();
+    println!(
+        "removed: {chains} chain(s), {} ip rule(s), {} route(s), {} set(s)",
+        removed.routing.rules_deleted.len(),
+        removed.routing.routes_deleted.len(),
+        removed.sets.len()
+    );
+    for e in &removed.errors {
+        eprintln!("error: {e}");
+    }
+    Ok(if removed.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,108 @@
+//! Makes the kernel match a plan, and removes everything multiwan installed. The one place
+//! that sequences the adapters: sets before the rules that use them, stale sets after.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::ipset::{self, IpsetError};
+use crate::netfilter::{self, NetfilterError};
+use crate::plan::{Health, Observed, Plan};
+use crate::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
+use crate::sysctl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("routing: {0}")]
+    Routing(#[from] RoutingError),
+    #[error("iptables: {0}")]
+    Netfilter(#[from] NetfilterError),
+    #[error("ipset: {0}")]
+    Ipset(#[from] IpsetError),
+}
+
+/// What one apply did.
+#[derive(Debug)]
+pub struct Applied {
+    pub plan: Plan,
+    pub view: KernelView,
+    /// Things that could not be installed yet, and kernel settings that need attention.
+    pub warnings: Vec<String>,
+    pub routing: RoutingChanges,
+    pub stale_sets: Vec<String>,
+}
+
+/// What cleanup removed, and what it could not.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub iptables: String,
+    pub routing: RoutingChanges,
+    pub sets: Vec<String>,
+    pub errors: Vec<InstallError>,
+}
+
+pub struct Installer {
+    routing: Routing,
+}
+
+impl Installer {
+    /// Needs a tokio runtime with IO enabled.
+    pub fn new() -> Result<Self, InstallError> {
+        Ok(Self {
+            routing: Routing::connect()?,
+        })
+    }
+
+    /// Reads what the plan needs from the kernel.
+    pub async fn observe(
+        &self,
+        config: &Config,
+        health: &BTreeMap<String, Health>,
+    ) -> Result<(Observed, KernelView, Vec<String>), InstallError> {
+        let view = self.routing.view().await?;
+        let (mut observed, warnings) = model::observe(config, &view);
+        observed.health = health.clone();
+        Ok((observed, view, warnings))
+    }
+
+    /// Observes, plans and installs: sets, then iptables (one transaction per table, then
+    /// verified), then ip rules and routes, then stale sets go.
+    pub async fn apply(
+        &self,
+        config: &Config,
+        health: &BTreeMap<String, Health>,
+    ) -> Result<Applied, InstallError> {
+        let (observed, view, mut warnings) = self.observe(config, health).await?;
+        let plan = Plan::build(config, &observed);
+        warnings.extend(sysctl::enforce(config));
+        ipset::update(&plan.sets)?;
+        netfilter::apply(&plan)?;
+        let routing = self.routing.reconcile(config, &plan, &view.links).await?;
+        let stale_sets = ipset::destroy_except(&plan.sets)?;
+        Ok(Applied {
+            plan,
+            view,
+            warnings,
+            routing,
+            stale_sets,
+        })
+    }
+
+    /// Removes everything of ours; keeps going after a failure and reports every error.
+    pub async fn cleanup(&self, config: &Config) -> Removed {
+        let mut removed = Removed::default();
+        match netfilter::cleanup() {
+            Ok(script) => removed.iptables = script,
+            Err(e) => removed.errors.push(e.into()),
+        }
+        let (routing, errors) = self.routing.cleanup(config).await;
+        removed.routing = routing;
+        removed
+            .errors
+            .extend(errors.into_iter().map(InstallError::from));
+        match ipset::destroy_except(&[]) {
+            Ok(sets) => removed.sets = sets,
+            Err(e) => removed.errors.push(e.into()),
+        }
+        removed
+    }
+}

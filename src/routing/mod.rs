@@ -1,0 +1,415 @@
+//! The routing adapter: reads links, addresses and routes, and keeps multiwan's ip rules
+//! and per-uplink tables as the plan wants them. rtnetlink only; never the `ip` command.
+//!
+//! Reconcile = dump what is ours, diff against the plan, delete then add. Ours means: rules
+//! in our priority range carrying our protocol tag, and any route in our tables.
+
+pub mod model;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
+
+use crate::config::Config;
+use crate::plan::Plan;
+use model::RuleAct;
+pub use model::{KernelView, PROTO, RouteKey, RuleKey};
+
+const MAIN_TABLE: u32 = 254;
+const EEXIST: i32 = 17;
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RoutingError {
+    let what = what.into();
+    move |source| RoutingError::Netlink { what, source }
+}
+
+/// The errno of a netlink error, if it is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| c.get().abs()),
+        _ => None,
+    }
+}
+
+/// What a reconcile changed, for logs and for the caller.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoutingChanges {
+    pub rules_added: Vec<RuleKey>,
+    pub rules_deleted: Vec<RuleKey>,
+    pub routes_added: Vec<RouteKey>,
+    pub routes_deleted: Vec<RouteKey>,
+}
+
+impl RoutingChanges {
+    pub fn is_empty(&self) -> bool {
+        self.rules_added.is_empty()
+            && self.rules_deleted.is_empty()
+            && self.routes_added.is_empty()
+            && self.routes_deleted.is_empty()
+    }
+}
+
+/// A handle on the kernel's routing. Needs a tokio runtime with IO enabled.
+#[derive(Clone)]
+pub struct Routing {
+    handle: Handle,
+}
+
+impl Routing {
+    pub fn connect() -> Result<Self, RoutingError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(RoutingError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Reads links, addresses and main-table routes.
+    pub async fn view(&self) -> Result<KernelView, RoutingError> {
+        let mut view = KernelView::default();
+        let mut links = self.handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(nl("dump links"))? {
+            for attr in &link.attributes {
+                if let LinkAttribute::IfName(name) = attr {
+                    view.links.insert(name.clone(), link.header.index);
+                }
+            }
+        }
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(nl("dump addresses"))? {
+            if let Some((ip, len)) = ipv4_of(&msg) {
+                view.addresses.entry(msg.header.index).or_insert(ip);
+                if let Ok(net) = Ipv4Net::new(ip, len) {
+                    view.connected.push(net.trunc());
+                }
+            }
+        }
+        for route in self.routes().await? {
+            let (table, dst_len) = (table_of(&route), route.header.destination_prefix_length);
+            if table != MAIN_TABLE || route.header.kind != RouteType::Unicast {
+                continue;
+            }
+            match (dst_len, destination(&route), gateway(&route), oif(&route)) {
+                (0, _, Some(gw), Some(oif)) => {
+                    view.default_gateways.entry(oif).or_insert(gw);
+                }
+                (len, Some(dst), _, _) if len > 0 => {
+                    if let Ok(net) = Ipv4Net::new(dst, len) {
+                        view.connected.push(net.trunc());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(view)
+    }
+
+    async fn routes(&self) -> Result<Vec<RouteMessage>, RoutingError> {
+        // A dump ignores the table asked for; callers filter by table.
+        let req = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build());
+        req.execute().try_collect().await.map_err(nl("dump routes"))
+    }
+
+    async fn rules(&self) -> Result<Vec<RuleMessage>, RoutingError> {
+        let req = self.handle.rule().get(IpVersion::V4);
+        req.execute().try_collect().await.map_err(nl("dump rules"))
+    }
+
+    /// Makes our rules and tables match the plan.
+    pub async fn reconcile(
+        &self,
+        config: &Config,
+        plan: &Plan,
+        links: &HashMap<String, u32>,
+    ) -> Result<RoutingChanges, RoutingError> {
+        let mut changes = RoutingChanges::default();
+        let have: Vec<(RuleKey, RuleMessage)> = self
+            .rules()
+            .await?
+            .into_iter()
+            .filter(|m| is_our_rule(config, m))
+            .filter_map(|m| rule_key(&m).map(|k| (k, m)))
+            .collect();
+        let have_keys: Vec<RuleKey> = have.iter().map(|(k, _)| k.clone()).collect();
+        let (delete, add) = model::diff(&have_keys, &model::wanted_rules(plan));
+        for key in delete {
+            let (_, msg) = have.iter().find(|(k, _)| *k == key).expect("from have");
+            self.delete_rule(msg.clone(), &key).await?;
+            changes.rules_deleted.push(key);
+        }
+        for key in add {
+            self.add_rule(&key).await?;
+            changes.rules_added.push(key);
+        }
+        let (deleted, added) = self.reconcile_routes(config, plan, links).await?;
+        changes.routes_deleted = deleted;
+        changes.routes_added = added;
+        Ok(changes)
+    }
+
+    async fn reconcile_routes(
+        &self,
+        config: &Config,
+        plan: &Plan,
+        links: &HashMap<String, u32>,
+    ) -> Result<(Vec<RouteKey>, Vec<RouteKey>), RoutingError> {
+        let have: Vec<(RouteKey, RouteMessage)> = self
+            .routes()
+            .await?
+            .into_iter()
+            .filter(|m| model::owns_table(config, table_of(m)))
+            .map(|m| (route_key(&m), m))
+            .collect();
+        let have_keys: Vec<RouteKey> = have.iter().map(|(k, _)| k.clone()).collect();
+        let (delete, add) = model::diff(&have_keys, &model::wanted_routes(plan, links));
+        for key in &delete {
+            let (_, msg) = have.iter().find(|(k, _)| k == key).expect("from have");
+            self.delete_route(msg.clone(), key).await?;
+        }
+        for key in &add {
+            self.add_route(key).await?;
+        }
+        Ok((delete, add))
+    }
+
+    /// Removes every rule and route of ours; keeps going after a failure.
+    pub async fn cleanup(&self, config: &Config) -> (RoutingChanges, Vec<RoutingError>) {
+        let mut changes = RoutingChanges::default();
+        let mut errors = Vec::new();
+        match self.rules().await {
+            Ok(rules) => {
+                for m in rules.into_iter().filter(|m| is_our_rule(config, m)) {
+                    let Some(key) = rule_key(&m) else { continue };
+                    match self.delete_rule(m, &key).await {
+                        Ok(()) => changes.rules_deleted.push(key),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        match self.routes().await {
+            Ok(routes) => {
+                for m in routes
+                    .into_iter()
+                    .filter(|m| model::owns_table(config, table_of(m)))
+                {
+                    let key = route_key(&m);
+                    match self.delete_route(m, &key).await {
+                        Ok(()) => changes.routes_deleted.push(key),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        (changes, errors)
+    }
+
+    async fn add_rule(&self, key: &RuleKey) -> Result<(), RoutingError> {
+        let mut req = self.handle.rule().add().v4().priority(key.priority);
+        req = match key.action {
+            RuleAct::Lookup { table, .. } => req.table_id(table).action(RuleAction::ToTable),
+            RuleAct::Unreachable => req.action(RuleAction::Unreachable),
+        };
+        if let Some(from) = key.from {
+            req = req.source_prefix(from, 32);
+        }
+        if let Some((mark, _)) = key.fwmark {
+            req = req.fw_mark(mark);
+        }
+        let attrs = &mut req.message_mut().attributes;
+        if let Some((_, mask)) = key.fwmark {
+            attrs.push(RuleAttribute::FwMask(mask));
+        }
+        if let RuleAct::Lookup {
+            suppress_prefixlength: Some(len),
+            ..
+        } = key.action
+        {
+            attrs.push(RuleAttribute::SuppressPrefixLen(len));
+        }
+        attrs.push(RuleAttribute::Protocol(RouteProtocol::Other(PROTO)));
+        match req.execute().await {
+            // Someone (a second apply racing us) added it already: that is what we want.
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            r => r.map_err(nl(format!("add ip rule {key:?}"))),
+        }
+    }
+
+    async fn delete_rule(&self, msg: RuleMessage, key: &RuleKey) -> Result<(), RoutingError> {
+        match self.handle.rule().del(msg).execute().await {
+            // Already gone: the goal of a delete.
+            Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => Ok(()),
+            r => r.map_err(nl(format!("delete ip rule {key:?}"))),
+        }
+    }
+
+    async fn add_route(&self, key: &RouteKey) -> Result<(), RoutingError> {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(key.table)
+            .priority(key.metric)
+            .protocol(RouteProtocol::Other(PROTO));
+        if key.unreachable {
+            b = b.kind(RouteType::Unreachable);
+        }
+        if let Some(gw) = key.gateway {
+            b = b.gateway(gw);
+        }
+        if let Some(oif) = key.oif {
+            b = b.output_interface(oif);
+        }
+        let req = self.handle.route().add(b.build()).replace();
+        req.execute()
+            .await
+            .map_err(nl(format!("add route {key:?}")))
+    }
+
+    async fn delete_route(&self, msg: RouteMessage, key: &RouteKey) -> Result<(), RoutingError> {
+        match self.handle.route().del(msg).execute().await {
+            Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH)) => Ok(()),
+            r => r.map_err(nl(format!("delete route {key:?}"))),
+        }
+    }
+}
+
+fn ipv4_of(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
+    if msg.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    let address = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    local.or(address).map(|ip| (ip, msg.header.prefix_len))
+}
+
+/// Tables above 255 only appear in the attribute; the header then says 252.
+fn table_of(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
+}
+
+fn destination(route: &RouteMessage) -> Option<Ipv4Addr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn gateway(route: &RouteMessage) -> Option<Ipv4Addr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn oif(route: &RouteMessage) -> Option<u32> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })
+}
+
+fn route_key(route: &RouteMessage) -> RouteKey {
+    let metric = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0);
+    RouteKey {
+        table: table_of(route),
+        gateway: gateway(route),
+        oif: oif(route),
+        unreachable: route.header.kind == RouteType::Unreachable,
+        metric,
+    }
+}
+
+fn is_our_rule(config: &Config, msg: &RuleMessage) -> bool {
+    let ours = msg
+        .attributes
+        .iter()
+        .any(|a| matches!(a, RuleAttribute::Protocol(p) if u8::from(*p) == PROTO));
+    let priority = msg.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Priority(p) => Some(*p),
+        _ => None,
+    });
+    ours && priority.is_some_and(|p| model::owns_priority(config, p))
+}
+
+fn rule_key(msg: &RuleMessage) -> Option<RuleKey> {
+    let mut key = RuleKey {
+        priority: 0,
+        from: None,
+        fwmark: None,
+        action: RuleAct::Unreachable,
+    };
+    let mut table = u32::from(msg.header.table);
+    let mut mark = None;
+    let mut mask = 0xffff_ffff;
+    let mut suppress = None;
+    for a in &msg.attributes {
+        match a {
+            RuleAttribute::Priority(p) => key.priority = *p,
+            RuleAttribute::Source(IpAddr::V4(ip)) if msg.header.src_len == 32 => {
+                key.from = Some(*ip)
+            }
+            RuleAttribute::FwMark(m) => mark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = *m,
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::SuppressPrefixLen(l) if *l != u32::MAX => suppress = Some(*l),
+            _ => {}
+        }
+    }
+    key.fwmark = mark
+        .filter(|m| *m != 0 || mask != 0xffff_ffff)
+        .map(|m| (m, mask));
+    key.action = match msg.header.action {
+        RuleAction::ToTable => RuleAct::Lookup {
+            table,
+            suppress_prefixlength: suppress,
+        },
+        RuleAction::Unreachable => RuleAct::Unreachable,
+        _ => return None,
+    };
+    Some(key)
+}

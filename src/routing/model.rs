@@ -1,0 +1,251 @@
+//! Pure side of the routing adapter: the kernel objects we care about as comparable keys,
+//! what the plan wants as keys, the diff, and how kernel facts become [`Observed`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::config::{Config, Gateway, MAX_UPLINK_ID};
+use crate::plan::{self, Observed, Plan, Resolved, RouteKind};
+
+/// `rtm_protocol` on every rule and route multiwan adds: how cleanup tells ours from others
+/// that share the priority range (`ip rule` shows it as `proto 109`).
+pub const PROTO: u8 = 109;
+
+/// An ip rule as far as multiwan distinguishes rules.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleKey {
+    pub priority: u32,
+    pub from: Option<Ipv4Addr>,
+    pub fwmark: Option<(u32, u32)>,
+    pub action: RuleAct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleAct {
+    Lookup {
+        table: u32,
+        suppress_prefixlength: Option<u32>,
+    },
+    Unreachable,
+}
+
+/// A route in one of our tables.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    pub table: u32,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+    pub unreachable: bool,
+    pub metric: u32,
+}
+
+/// Is this priority inside multiwan's range?
+pub fn owns_priority(config: &Config, priority: u32) -> bool {
+    (config.rule_priority_base..config.rule_priority_base + 1000).contains(&priority)
+}
+
+/// Is this table one of multiwan's (table_base+1 ..= table_base+99)?
+pub fn owns_table(config: &Config, table: u32) -> bool {
+    table > config.table_base && table <= config.table_base + MAX_UPLINK_ID
+}
+
+/// The rules the plan wants; rules whose address is not known yet are left out.
+pub fn wanted_rules(plan: &Plan) -> Vec<RuleKey> {
+    plan.ip_rules
+        .iter()
+        .filter_map(|r| {
+            let from = match &r.from {
+                None => None,
+                Some(Resolved::Known(a)) => Some(*a),
+                Some(Resolved::Unknown(_)) => return None,
+            };
+            let action = match r.action {
+                plan::RuleAction::Lookup {
+                    table,
+                    suppress_prefixlength,
+                } => RuleAct::Lookup {
+                    table,
+                    suppress_prefixlength: suppress_prefixlength.map(u32::from),
+                },
+                plan::RuleAction::Unreachable => RuleAct::Unreachable,
+            };
+            Some(RuleKey {
+                priority: r.priority,
+                from,
+                fwmark: r.fwmark,
+                action,
+            })
+        })
+        .collect()
+}
+
+/// The routes the plan wants, given interface indexes; a route whose gateway or interface
+/// is unknown is left out (its table still has the unreachable default).
+pub fn wanted_routes(plan: &Plan, links: &HashMap<String, u32>) -> Vec<RouteKey> {
+    plan.routes
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RouteKind::Default { gateway, interface } => Some(RouteKey {
+                table: r.table,
+                gateway: Some(*gateway.known()?),
+                oif: Some(*links.get(interface)?),
+                unreachable: false,
+                metric: r.metric,
+            }),
+            RouteKind::Unreachable => Some(RouteKey {
+                table: r.table,
+                gateway: None,
+                oif: None,
+                unreachable: true,
+                metric: r.metric,
+            }),
+        })
+        .collect()
+}
+
+/// What to delete and what to add so that `have` becomes `want`.
+pub fn diff<K: PartialEq + Clone>(have: &[K], want: &[K]) -> (Vec<K>, Vec<K>) {
+    let delete = have.iter().filter(|k| !want.contains(k)).cloned().collect();
+    let add = want.iter().filter(|k| !have.contains(k)).cloned().collect();
+    (delete, add)
+}
+
+/// Facts read from the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct KernelView {
+    /// Interface name to index.
+    pub links: HashMap<String, u32>,
+    /// First IPv4 address of each interface index.
+    pub addresses: HashMap<u32, Ipv4Addr>,
+    /// Every IPv4 network on an interface, and every specific route of the main table.
+    pub connected: Vec<Ipv4Net>,
+    /// Main-table default route gateways by output interface index.
+    pub default_gateways: HashMap<u32, Ipv4Addr>,
+}
+
+/// Turns kernel facts into what the plan needs, with a warning for each missing piece.
+pub fn observe(config: &Config, view: &KernelView) -> (Observed, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut addresses = BTreeMap::new();
+    let mut gateways = BTreeMap::new();
+    for u in &config.uplinks {
+        let Some(index) = view.links.get(&u.interface) else {
+            warnings.push(format!(
+                "uplink {}: interface {} does not exist (yet)",
+                u.name, u.interface
+            ));
+            continue;
+        };
+        match view.addresses.get(index) {
+            Some(a) => {
+                addresses.insert(u.name.clone(), *a);
+            }
+            None => warnings.push(format!(
+                "uplink {}: {} has no IPv4 address (yet)",
+                u.name, u.interface
+            )),
+        }
+        if u.gateway == Gateway::Auto {
+            match view.default_gateways.get(index) {
+                Some(g) => {
+                    gateways.insert(u.name.clone(), *g);
+                }
+                None => warnings.push(format!(
+                    "uplink {}: gateway is auto, but the main table has no default route via {} (yet)",
+                    u.name, u.interface
+                )),
+            }
+        }
+    }
+    let mut connected = view.connected.clone();
+    connected.sort();
+    connected.dedup();
+    let observed = Observed {
+        health: BTreeMap::new(),
+        addresses,
+        gateways,
+        connected: Some(connected),
+    };
+    (observed, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::config::parse(
+            "lan_interfaces: [lan0]
+uplinks:
+  - {name: a, interface: wan1, gateway: 100.64.1.1}
+  - {name: b, interface: wan2, gateway: auto}
+",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn observe_fills_addresses_and_auto_gateways() {
+        let view = KernelView {
+            links: [("wan1".to_string(), 3), ("wan2".to_string(), 4)].into(),
+            addresses: [
+                (3, Ipv4Addr::new(100, 64, 1, 2)),
+                (4, Ipv4Addr::new(100, 64, 2, 2)),
+            ]
+            .into(),
+            connected: vec![
+                "100.64.2.0/24".parse().unwrap(),
+                "10.0.0.0/24".parse().unwrap(),
+            ],
+            default_gateways: [(4, Ipv4Addr::new(100, 64, 2, 1))].into(),
+        };
+        let (o, warnings) = observe(&config(), &view);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(o.addresses["b"], Ipv4Addr::new(100, 64, 2, 2));
+        assert_eq!(o.gateways["b"], Ipv4Addr::new(100, 64, 2, 1));
+        assert!(
+            !o.gateways.contains_key("a"),
+            "static gateways are not learned"
+        );
+        let plan = Plan::build(&config(), &o);
+        let rules = wanted_rules(&plan);
+        assert_eq!(rules.len(), 6);
+        assert_eq!(wanted_routes(&plan, &view.links).len(), 4);
+    }
+
+    #[test]
+    fn missing_interface_and_gateway_are_warned_and_left_out() {
+        let view = KernelView {
+            links: [("wan1".to_string(), 3)].into(),
+            addresses: [(3, Ipv4Addr::new(100, 64, 1, 2))].into(),
+            ..Default::default()
+        };
+        let (o, warnings) = observe(&config(), &view);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("wan2 does not exist"));
+        let plan = Plan::build(&config(), &o);
+        // No `from` rule for b (address unknown), no default route in b's table.
+        assert_eq!(wanted_rules(&plan).len(), 5);
+        let routes = wanted_routes(&plan, &view.links);
+        assert_eq!(routes.iter().filter(|r| r.table == 102).count(), 1);
+        assert!(routes.iter().any(|r| r.table == 102 && r.unreachable));
+    }
+
+    #[test]
+    fn diff_deletes_then_adds() {
+        let (d, a) = diff(&[1, 2, 3], &[2, 3, 4]);
+        assert_eq!((d, a), (vec![1], vec![4]));
+    }
+
+    #[test]
+    fn ownership_ranges() {
+        let c = config();
+        assert!(owns_priority(&c, 10000) && owns_priority(&c, 10999));
+        assert!(!owns_priority(&c, 11000) && !owns_priority(&c, 9999));
+        assert!(owns_table(&c, 101) && owns_table(&c, 199));
+        assert!(!owns_table(&c, 100) && !owns_table(&c, 200) && !owns_table(&c, 254));
+    }
+}

@@ -1,0 +1,473 @@
+//! `multiwan apply` and `cleanup` against the real kernel, proven with real traffic in a
+//! namespace lab (see tests/lab and scripts/lab.sh).
+
+mod lab;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use lab::{ECHO, ECHO_PORT, LAN_CLIENT, Lab, SET_MEMBER, uplink_addr};
+
+const BASE: &str = "lan_interfaces: [lan0, lan1]
+uplinks:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, weight: 70}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, weight: 30}
+";
+
+fn lab_with(isps: usize, config: &str) -> Option<(Lab, String)> {
+    if !lab::available() {
+        return None;
+    }
+    let lab = Lab::new(isps);
+    lab.start_internet_echo();
+    let path = lab
+        .file("multiwan.yaml", config)
+        .to_string_lossy()
+        .into_owned();
+    lab.multiwan_ok(&["apply", "-c", &path]);
+    Some((lab, path))
+}
+
+fn shares(seen: &[Option<Ipv4Addr>]) -> HashMap<Ipv4Addr, usize> {
+    let mut out = HashMap::new();
+    for s in seen {
+        *out.entry(s.expect("every connection succeeds"))
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+fn assert_share(counts: &HashMap<Ipv4Addr, usize>, total: usize, addr: Ipv4Addr, weight: f64) {
+    let got = *counts.get(&addr).unwrap_or(&0) as f64 / total as f64;
+    assert!(
+        (got - weight).abs() <= 0.03,
+        "{addr}: {:.1} % of connections, expected {:.0} % ± 3: {counts:?}",
+        got * 100.0,
+        weight * 100.0
+    );
+}
+
+#[test]
+fn weights_70_30_over_2000_connections() {
+    let Some((lab, _)) = lab_with(2, BASE) else {
+        return;
+    };
+    let seen = lab.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, 2000);
+    let counts = shares(&seen);
+    assert_eq!(
+        counts.len(),
+        2,
+        "only the two uplink addresses are seen (masquerade): {counts:?}"
+    );
+    assert_share(&counts, 2000, uplink_addr(1), 0.70);
+    assert_share(&counts, 2000, uplink_addr(2), 0.30);
+}
+
+#[test]
+fn weights_50_30_20_over_three_uplinks() {
+    let config = "lan_interfaces: [lan0]
+uplinks:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, weight: 50}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, weight: 30}
+  - {name: isp3, interface: wan3, gateway: 100.64.3.1, weight: 20}
+";
+    let Some((lab, _)) = lab_with(3, config) else {
+        return;
+    };
+    let seen = lab.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, 2000);
+    let counts = shares(&seen);
+    assert_share(&counts, 2000, uplink_addr(1), 0.50);
+    assert_share(&counts, 2000, uplink_addr(2), 0.30);
+    assert_share(&counts, 2000, uplink_addr(3), 0.20);
+}
+
+#[test]
+fn long_lived_connection_keeps_its_uplink() {
+    use std::io::{Read, Write};
+    let Some((lab, _)) = lab_with(2, BASE) else {
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let path = format!("/var/run/netns/{}", lab.ns("lan"));
+    let long = std::thread::spawn(move || {
+        lab::enter_netns(&path);
+        let mut s = lab::connect_from(LAN_CLIENT, ECHO, ECHO_PORT).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        let first: Ipv4Addr = String::from_utf8_lossy(&buf[..n]).trim().parse().unwrap();
+        done_tx.send(first).unwrap();
+        rx.recv().unwrap();
+        // Still alive, still on the same uplink (the ISPs drop a foreign source address).
+        s.write_all(b"ping").unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        first
+    });
+    let first = done_rx.recv().unwrap();
+    let others = shares(&lab.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, 500));
+    assert_eq!(others.len(), 2, "the others are balanced over both uplinks");
+    let mark = if first == uplink_addr(1) {
+        0x100
+    } else {
+        0x200
+    };
+    let ct = lab.exec_ok(
+        "rt",
+        &["conntrack", "-L", "-p", "tcp", "--state", "ESTABLISHED"],
+    );
+    assert!(
+        ct.lines().any(|l| l.contains(&format!("mark={mark} "))),
+        "{ct}"
+    );
+    tx.send(()).unwrap();
+    assert_eq!(long.join().unwrap(), first);
+}
+
+#[test]
+fn pinned_host_port_range_and_set_leave_by_their_uplink() {
+    let config = format!(
+        "{BASE}policies:
+  - {{name: host, match: {{source: 10.0.0.50}}, uplink: isp2}}
+  - {{name: games, match: {{protocol: udp, destination_ports: [\"5000-5100\"]}}, uplink: isp2}}
+  - {{name: video, match: {{destination_set: streaming}}, uplink: isp2}}
+sets:
+  streaming: [203.0.113.0/25]
+"
+    );
+    let Some((lab, _)) = lab_with(2, &config) else {
+        return;
+    };
+    let pinned = shares(&lab.connect_many(Ipv4Addr::new(10, 0, 0, 50), ECHO, ECHO_PORT, 100));
+    assert_eq!(pinned, HashMap::from([(uplink_addr(2), 100)]));
+    let set = shares(&lab.connect_many(LAN_CLIENT, SET_MEMBER, ECHO_PORT, 100));
+    assert_eq!(set, HashMap::from([(uplink_addr(2), 100)]));
+    lab.start_udp_echo("inet", ECHO, 5050);
+    lab.start_udp_echo("inet", ECHO, 6000);
+    let udp = shares(&lab.udp_many(LAN_CLIENT, ECHO, 5050, 100));
+    assert_eq!(udp, HashMap::from([(uplink_addr(2), 100)]));
+    // Outside the range: balanced.
+    let other = shares(&lab.udp_many(LAN_CLIENT, ECHO, 6000, 200));
+    assert_eq!(other.len(), 2, "{other:?}");
+}
+
+#[test]
+fn action_main_bypasses_multiwan() {
+    let config = format!(
+        "{BASE}policies:\n  - {{name: direct, match: {{destination: 192.0.2.10}}, action: main}}\n"
+    );
+    let Some((lab, _)) = lab_with(2, &config) else {
+        return;
+    };
+    // The main table's default route is via wan1; balancing would send ~30 % via wan2.
+    let seen = shares(&lab.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, 60));
+    assert_eq!(seen, HashMap::from([(uplink_addr(1), 60)]));
+    let ct = lab.exec_ok("rt", &["conntrack", "-L", "-d", "192.0.2.10"]);
+    assert!(
+        ct.lines().all(|l| l.contains("mark=65280")),
+        "connections carry the main mark 0xff00:\n{ct}"
+    );
+}
+
+#[test]
+fn port_forward_on_uplink_2_is_answered_through_uplink_2() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_echo("lan", LAN_CLIENT, 8080);
+    // The admin's own port forward, as a firewall script would add it.
+    let dnat = [
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-i",
+        "wan2",
+        "-p",
+        "tcp",
+        "--dport",
+        "8080",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.0.0.10:8080",
+    ];
+    lab.exec_ok("rt", &dnat);
+    let from_internet = |lab: &Lab, n| {
+        lab.in_ns("inet", move || {
+            (0..n)
+                .map(|_| lab::ask_peer(ECHO, uplink_addr(2), 8080))
+                .collect::<Vec<_>>()
+        })
+    };
+    // Without multiwan the reply follows the main default route (wan1) and ISP 1 drops it.
+    assert!(
+        from_internet(&lab, 2).iter().all(Option::is_none),
+        "control: the lab must catch wrong-uplink replies"
+    );
+    let path = lab
+        .file("multiwan.yaml", BASE)
+        .to_string_lossy()
+        .into_owned();
+    lab.multiwan_ok(&["apply", "-c", &path]);
+    let seen = from_internet(&lab, 50);
+    assert!(
+        seen.iter().all(|s| *s == Some(ECHO)),
+        "every forwarded connection is answered: {seen:?}"
+    );
+}
+
+#[test]
+fn lan_to_lan_and_lan_to_router_stay_off_the_uplinks() {
+    let Some((lab, _)) = lab_with(2, BASE) else {
+        return;
+    };
+    let lan2 = Ipv4Addr::new(10, 0, 2, 10);
+    lab.start_echo("lan2", lan2, 9000);
+    lab.start_echo("rt", Ipv4Addr::new(10, 0, 0, 1), 9001);
+    // The peer address seen is the LAN client itself: no masquerade, so no uplink.
+    let seen = shares(&lab.connect_many(LAN_CLIENT, lan2, 9000, 20));
+    assert_eq!(seen, HashMap::from([(LAN_CLIENT, 20)]));
+    let seen = shares(&lab.connect_many(LAN_CLIENT, Ipv4Addr::new(10, 0, 0, 1), 9001, 20));
+    assert_eq!(seen, HashMap::from([(LAN_CLIENT, 20)]));
+    let ct = lab.exec_ok("rt", &["conntrack", "-L", "-p", "tcp", "--dport", "9000"]);
+    assert!(
+        !ct.is_empty() && ct.lines().all(|l| l.contains("mark=65280")),
+        "LAN-to-LAN carries the main mark, not an uplink's:\n{ct}"
+    );
+    for isp in ["isp1", "isp2"] {
+        let fwd = lab.exec_ok(isp, &["iptables", "-L", "FORWARD", "-v", "-x", "-n"]);
+        assert!(!fwd.contains("10.0.2.10"), "{isp} saw LAN traffic: {fwd}");
+    }
+}
+
+#[test]
+fn apply_twice_changes_nothing_and_repairs_drift() {
+    let Some((lab, path)) = lab_with(2, BASE) else {
+        return;
+    };
+    let once = lab.snapshot("rt");
+    let out = lab.multiwan_ok(&["apply", "-c", &path]);
+    assert!(out.contains("ip rules +0 -0; routes +0 -0"), "{out}");
+    assert_eq!(lab.snapshot("rt"), once);
+    // Drift: our chain flushed, a rule and a route deleted by hand.
+    lab.exec_ok(
+        "rt",
+        &["iptables", "-t", "mangle", "-F", "MULTIWAN_BALANCE"],
+    );
+    lab.exec_ok("rt", &["ip", "rule", "del", "pref", "10201"]);
+    lab.exec_ok(
+        "rt",
+        &[
+            "ip",
+            "route",
+            "del",
+            "default",
+            "table",
+            "102",
+            "via",
+            "100.64.2.1",
+        ],
+    );
+    lab.exec_ok(
+        "rt",
+        &[
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "multiwan",
+            "-j",
+            "MULTIWAN_PREROUTING",
+        ],
+    );
+    assert_ne!(lab.snapshot("rt"), once);
+    lab.multiwan_ok(&["apply", "-c", &path]);
+    assert_eq!(lab.snapshot("rt"), once);
+}
+
+#[test]
+fn cleanup_restores_exactly_what_was_there() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    // Someone else's mangle rule, port forward and ip rules, in place before multiwan.
+    lab.exec_ok(
+        "rt",
+        &[
+            "iptables",
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-s",
+            "10.0.0.66",
+            "-j",
+            "MARK",
+            "--set-mark",
+            "0x7",
+        ],
+    );
+    let dnat = [
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-i",
+        "wan1",
+        "-p",
+        "tcp",
+        "--dport",
+        "2222",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.0.0.10:22",
+    ];
+    lab.exec_ok("rt", &dnat);
+    lab.exec_ok(
+        "rt",
+        &[
+            "ip", "rule", "add", "pref", "500", "fwmark", "0x7", "lookup", "main",
+        ],
+    );
+    lab.exec_ok(
+        "rt",
+        &[
+            "ip",
+            "rule",
+            "add",
+            "pref",
+            "10050",
+            "from",
+            "10.0.0.60",
+            "lookup",
+            "main",
+        ],
+    );
+    let before = lab.snapshot("rt");
+    let config = format!(
+        "{BASE}policies:\n  - {{name: v, match: {{destination_set: s}}, uplink: isp2}}\nsets:\n  s: [203.0.113.0/25]\n"
+    );
+    let path = lab
+        .file("multiwan.yaml", &config)
+        .to_string_lossy()
+        .into_owned();
+    lab.multiwan_ok(&["apply", "-c", &path]);
+    assert_ne!(lab.snapshot("rt"), before);
+    let out = lab.multiwan_ok(&["cleanup", "-c", &path]);
+    assert!(
+        out.contains("removed: 5 chain(s), 6 ip rule(s), 4 route(s), 2 set(s)"),
+        "{out}"
+    );
+    assert_eq!(lab.snapshot("rt"), before);
+    // A second cleanup finds nothing and succeeds.
+    let out = lab.multiwan_ok(&["cleanup", "-c", &path]);
+    assert!(
+        out.contains("removed: 0 chain(s), 0 ip rule(s), 0 route(s), 0 set(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn auto_gateway_is_learned_from_the_main_table() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    lab.ip(
+        "rt",
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            "100.64.2.1",
+            "dev",
+            "wan2",
+            "metric",
+            "200",
+        ],
+    );
+    let config = BASE.replace("gateway: 100.64.2.1", "gateway: auto");
+    let path = lab
+        .file("multiwan.yaml", &config)
+        .to_string_lossy()
+        .into_owned();
+    let out = lab.multiwan(&["apply", "-c", &path]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = lab.exec_ok("rt", &["ip", "route", "show", "table", "102"]);
+    assert!(table.contains("default via 100.64.2.1 dev wan2"), "{table}");
+}
+
+#[test]
+fn lab_script_up_then_down_leaves_nothing() {
+    if !lab::available() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh");
+    let prefix = format!("mwls{}", std::process::id() % 1_000_000);
+    let host_links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    let run = |args: &[&str]| {
+        std::process::Command::new(script)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let up = run(&["up", "--prefix", &prefix, "--no-servers"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let list = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.starts_with(&format!("{prefix}-")))
+            .count(),
+        6
+    );
+    assert!(run(&["down", "--prefix", &prefix]).status.success());
+    let list = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!list.contains(&prefix), "{list}");
+    let after = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(host_links, after, "the host's links are untouched");
+}
