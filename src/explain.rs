@@ -187,6 +187,8 @@ impl Walker<'_> {
                         }
                     }
                 }
+                // Whatever leaves the goto target leaves this chain as well.
+                Target::Goto(next) => out.extend(self.run(next, b)),
                 Target::SetMark { value, mask } => {
                     b.mark = (b.mark & !mask) | value;
                     pending.push((i + 1, b));

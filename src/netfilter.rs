@@ -219,6 +219,42 @@ pub fn apply(plan: &Plan) -> Result<String, NetfilterError> {
     Ok(script)
 }
 
+/// The restore input that changes only the chains whose rules differ from `previous`, or
+/// None when the set of chains changed (then a full [`apply`] is needed). Empty when
+/// nothing changed.
+pub fn delta_script(previous: &Plan, plan: &Plan) -> Option<String> {
+    let mut script = String::new();
+    for (old, new) in [(&previous.mangle, &plan.mangle), (&previous.nat, &plan.nat)] {
+        let names = |t: &TablePlan| t.chains.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        if names(old) != names(new) {
+            return None;
+        }
+        let changed: Vec<_> = new
+            .chains
+            .iter()
+            .zip(&old.chains)
+            .filter(|(n, o)| n != o)
+            .map(|(n, _)| n)
+            .collect();
+        if !changed.is_empty() {
+            script.push_str(&new.restore_text_of(&changed));
+        }
+    }
+    Some(script)
+}
+
+/// Fast path for a health change: replaces only the chains that differ from the plan
+/// installed before, in one transaction, without reading the tables first (the jumps and
+/// the other chains are unchanged; the reconcile loop verifies them). Falls back to a full
+/// apply when the chains themselves changed. Returns the script it ran.
+pub fn apply_delta(previous: &Plan, plan: &Plan) -> Result<String, NetfilterError> {
+    match delta_script(previous, plan) {
+        Some(script) if script.is_empty() => Ok(script),
+        Some(script) => restore(&script).map(|()| script),
+        None => apply(plan),
+    }
+}
+
 /// Removes every chain and jump of ours from every table; returns what it ran.
 pub fn cleanup() -> Result<String, NetfilterError> {
     let current = save()?;
@@ -327,6 +363,28 @@ mod tests {
              -F MULTIWAN_PREROUTING\n-X MULTIWAN_PREROUTING\nCOMMIT\n"
         );
         assert!(cleanup_script("nat", &parse_save(&save, "nat")).is_none());
+    }
+
+    #[test]
+    fn delta_touches_only_changed_chains() {
+        let config = crate::config::parse(
+            "lan_interfaces: [lan0]\nuplinks:\n  - {name: a, interface: wan1, weight: 7}\n  - {name: b, interface: wan2}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let up = Plan::build(&config, &crate::plan::Observed::default());
+        let mut observed = crate::plan::Observed::default();
+        observed
+            .health
+            .insert("a".into(), crate::plan::Health::Down);
+        let down = Plan::build(&config, &observed);
+        let script = delta_script(&up, &down).unwrap();
+        assert_eq!(
+            script,
+            "*mangle\n:MULTIWAN_BALANCE - [0:0]\n-A MULTIWAN_BALANCE -m mark --mark 0x0/0xff00 \
+             -m comment --comment \"multiwan balance b\" -j MARK --set-xmark 0x200/0xff00\nCOMMIT\n"
+        );
+        assert_eq!(delta_script(&up, &up).unwrap(), "");
     }
 
     #[test]

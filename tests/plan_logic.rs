@@ -171,6 +171,6 @@ fn only_lan_packets_get_a_packet_mark() {
     let text = plan.iptables_restore();
     assert!(text.contains("-A MULTIWAN_PREROUTING -i wan2 -m conntrack --ctstate NEW -m comment --comment \"multiwan inbound b\" -j CONNMARK --set-xmark 0x200/0xff00"));
     assert!(text.contains(
-        "-A MULTIWAN_PREROUTING -i lan0 -m comment --comment \"multiwan lan\" -j MULTIWAN_LAN"
+        "-A MULTIWAN_PREROUTING -i lan0 -m comment --comment \"multiwan lan\" -g MULTIWAN_LAN"
     ));
 }

@@ -126,8 +126,8 @@ fn mangle(config: &Config, balance: &Balance, policies: &[PolicyPlan]) -> TableP
     }
 }
 
-/// Entry point: LAN packets go to the LAN chain; a NEW connection from an uplink (a port
-/// forward) gets that uplink's mark in its CONNMARK only. Never a packet mark here: a reply
+/// Entry point: LAN packets go (`-g`, so a RETURN there ends our part at once) to the LAN
+/// chain; a NEW connection from an uplink (a port forward) gets that uplink's mark in its CONNMARK only. Never a packet mark here: a reply
 /// from the internet carrying a mark would be routed straight back out of the WAN.
 fn prerouting(config: &Config) -> Chain {
     let mut rules: Vec<Rule> = config
@@ -136,7 +136,7 @@ fn prerouting(config: &Config) -> Chain {
         .map(|lan| {
             Rule::new(
                 vec![Match::InInterface(lan.clone())],
-                Target::Jump(CHAIN_LAN.into()),
+                Target::Goto(CHAIN_LAN.into()),
                 "multiwan lan",
             )
         })

@@ -41,12 +41,24 @@ pub enum Match {
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Jump(String),
+    /// `-g`: like a jump, but a RETURN there returns from the calling chain too.
+    Goto(String),
     Return,
     Drop,
-    SetMark { value: u32, mask: u32 },
-    SetConnmark { value: u32, mask: u32 },
-    RestoreMark { mask: u32 },
-    SaveMark { mask: u32 },
+    SetMark {
+        value: u32,
+        mask: u32,
+    },
+    SetConnmark {
+        value: u32,
+        mask: u32,
+    },
+    RestoreMark {
+        mask: u32,
+    },
+    SaveMark {
+        mask: u32,
+    },
     Masquerade,
 }
 
@@ -121,11 +133,16 @@ impl TablePlan {
     /// `iptables-restore --noflush` input: declaring a chain flushes it, so the whole table
     /// part is replaced in one transaction.
     pub fn restore_text(&self) -> String {
+        self.restore_text_of(&self.chains.iter().collect::<Vec<_>>())
+    }
+
+    /// Restore input that replaces only the given chains.
+    pub fn restore_text_of(&self, chains: &[&Chain]) -> String {
         let mut out = format!("*{}\n", self.name);
-        for chain in &self.chains {
+        for chain in chains {
             let _ = writeln!(out, ":{} - [0:0]", chain.name);
         }
-        for chain in &self.chains {
+        for chain in chains {
             for rule in &chain.rules {
                 let _ = writeln!(out, "-A {} {}", chain.name, rule_spec(rule));
             }
@@ -203,6 +220,7 @@ fn ports_text(proto: &str, dir: &str, ports: &[PortRange]) -> String {
 fn target_text(t: &Target) -> String {
     match t {
         Target::Jump(c) => format!("-j {c}"),
+        Target::Goto(c) => format!("-g {c}"),
         Target::Return => "-j RETURN".into(),
         Target::Drop => "-j DROP".into(),
         Target::SetMark { value, mask } => format!("-j MARK --set-xmark {value:#x}/{mask:#x}"),
