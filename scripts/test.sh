@@ -21,4 +21,4 @@ fi
 export MULTIWAN_REQUIRE_NETNS=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets -- --test-threads=2
+cargo test -- --test-threads=2

@@ -86,10 +86,38 @@ fn our_jumps(saved: &Saved) -> Vec<String> {
         .collect()
 }
 
-/// The restore input that makes `table` match the plan, given what is installed now.
+/// True when the kernel's chain holds exactly the planned rules (our rendering is
+/// `iptables-save`'s own text).
+fn chain_matches(chain: &crate::plan::Chain, saved: &Saved) -> bool {
+    if !saved.chains.contains(&chain.name) {
+        return false;
+    }
+    let prefix = format!("-A {} ", chain.name);
+    let have: Vec<&str> = saved
+        .rules
+        .iter()
+        .filter(|r| r.starts_with(&prefix))
+        .map(String::as_str)
+        .collect();
+    have.len() == chain.rules.len()
+        && have
+            .iter()
+            .zip(&chain.rules)
+            .all(|(h, r)| h[prefix.len()..] == crate::plan::rules::rule_spec(r))
+}
+
+/// The restore input that makes `table` match the plan, given what is installed now; empty
+/// when it already does. Chains that already match are left alone (re-sending a 1000-rule
+/// chain costs iptables-nft tens of milliseconds).
 pub fn apply_script(table: &TablePlan, jumps: &[Jump], saved: &Saved) -> String {
-    let mut out = table.restore_text();
+    let stale_chains: Vec<&crate::plan::Chain> = table
+        .chains
+        .iter()
+        .filter(|c| !chain_matches(c, saved))
+        .collect();
+    let mut out = table.restore_text_of(&stale_chains);
     out.truncate(out.len() - "COMMIT\n".len());
+    let header_only = table.name.len() + 2;
     let planned: Vec<&str> = table.chains.iter().map(|c| c.name.as_str()).collect();
     let stale: Vec<&String> = saved
         .chains
@@ -118,6 +146,9 @@ pub fn apply_script(table: &TablePlan, jumps: &[Jump], saved: &Saved) -> String 
     }
     for chain in stale {
         let _ = writeln!(out, "-F {chain}\n-X {chain}");
+    }
+    if out.len() == header_only {
+        return String::new();
     }
     out.push_str("COMMIT\n");
     out
@@ -214,8 +245,10 @@ pub fn apply(plan: &Plan) -> Result<String, NetfilterError> {
             &parse_save(&current, &table.name),
         ));
     }
-    restore(&script)?;
-    verify(plan, &save()?)?;
+    if !script.is_empty() {
+        restore(&script)?;
+        verify(plan, &save()?)?;
+    }
     Ok(script)
 }
 
@@ -347,6 +380,24 @@ mod tests {
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\n\
              -D PREROUTING -m comment --comment multiwan -j MULTIWAN_PREROUTING\n\
              -F MULTIWAN_OLD\n-X MULTIWAN_OLD\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn apply_skips_chains_that_already_match() {
+        let save = format!(
+            "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n{JUMP}\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n"
+        );
+        assert_eq!(
+            apply_script(&table(), &jumps(), &parse_save(&save, "mangle")),
+            ""
+        );
+        let other = format!(
+            "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n{JUMP}\n-A MULTIWAN_PREROUTING -j ACCEPT\nCOMMIT\n"
+        );
+        assert_eq!(
+            apply_script(&table(), &jumps(), &parse_save(&other, "mangle")),
+            "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n"
         );
     }
 

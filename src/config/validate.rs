@@ -41,7 +41,8 @@ const TOP_KEYS: &[&str] = &[
 pub struct Checker<'a> {
     text: &'a str,
     file: &'a str,
-    locator: Locator,
+    /// Built on the first error only: a valid file never pays for a second parse.
+    locator: std::cell::OnceCell<Locator>,
     diags: Vec<Diagnostic>,
 }
 
@@ -50,7 +51,7 @@ impl<'a> Checker<'a> {
         Self {
             text,
             file,
-            locator: Locator::new(text),
+            locator: std::cell::OnceCell::new(),
             diags: Vec::new(),
         }
     }
@@ -76,7 +77,10 @@ impl<'a> Checker<'a> {
     }
 
     fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
-        let pos = self.locator.find(path);
+        let pos = self
+            .locator
+            .get_or_init(|| Locator::new(self.text))
+            .find(path);
         self.diags.push(Diagnostic {
             file: self.file.to_string(),
             line: pos.line,
@@ -141,6 +145,9 @@ impl<'a> Checker<'a> {
     /// broken field is reported, taken out and the rest read again, so that one typo does not
     /// hide the other problems of the same item. Returns None if anything was wrong.
     fn typed<T: DeserializeOwned>(&mut self, value: &Value, path: &FieldPath) -> Option<T> {
+        if let Ok(v) = T::deserialize(value) {
+            return Some(v);
+        }
         let mut value = value.clone();
         let mut reported: Vec<Vec<PathStep>> = Vec::new();
         for _ in 0..32 {
@@ -179,12 +186,13 @@ impl<'a> Checker<'a> {
         self.typed(value, &FieldPath::root().key(key))
     }
 
-    /// Deserializes each item of a top-level list on its own.
+    /// Deserializes each item of a top-level list on its own; also returns each item's
+    /// `name`, if it has one, so that references to a broken item are not reported again.
     fn list<T: DeserializeOwned>(
         &mut self,
         top: &BTreeMap<String, Value>,
         key: &str,
-    ) -> Vec<(FieldPath, Option<T>, Value)> {
+    ) -> Vec<(FieldPath, Option<T>, Option<String>)> {
         let path = FieldPath::root().key(key);
         match top.get(key) {
             None | Some(Value::Null) => Vec::new(),
@@ -193,7 +201,8 @@ impl<'a> Checker<'a> {
                 .enumerate()
                 .map(|(i, v)| {
                     let p = path.index(i);
-                    (p.clone(), self.typed(v, &p), v.clone())
+                    let name = v.get("name").and_then(Value::as_str).map(str::to_string);
+                    (p.clone(), self.typed(v, &p), name)
                 })
                 .collect(),
             Some(_) => {
@@ -358,14 +367,12 @@ impl<'a> Checker<'a> {
         }
         let mut declared = HashSet::new();
         let mut out: Vec<(FieldPath, Uplink)> = Vec::new();
-        for (i, (p, raw, value)) in items.into_iter().enumerate() {
+        for (i, (p, raw, name)) in items.into_iter().enumerate() {
             if let Some(raw) = raw {
                 let u = self.uplink(raw, i, &p, marks);
                 out.push((p, u));
             }
-            if let Some(Value::String(name)) = value.get("name") {
-                declared.insert(name.clone());
-            }
+            declared.extend(name);
         }
         self.uplink_uniqueness(&out);
         (out.into_iter().map(|(_, u)| u).collect(), declared)

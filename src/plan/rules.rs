@@ -201,10 +201,13 @@ fn match_text(m: &Match, protocol: Option<Protocol>) -> String {
     }
 }
 
-/// The kernel keeps the probability as a 31-bit fraction; 11 digits keep it to within
-/// 5e-12, far below the 1e-6 the shares must match.
+/// The kernel keeps the probability as a 31-bit fraction (`lround(p * 2^31)`). We print
+/// that stored value with 11 digits, exactly as `iptables-save` does, so a chain can be
+/// compared with the kernel's text; the error (below 3e-10) is far under the 1e-6 the
+/// realised shares must match.
 pub fn probability_text(p: f64) -> String {
-    format!("{p:.11}")
+    const SCALE: f64 = 2_147_483_648.0;
+    format!("{:.11}", (p * SCALE).round() / SCALE)
 }
 
 fn ports_text(proto: &str, dir: &str, ports: &[PortRange]) -> String {
