@@ -6,6 +6,7 @@
 pub mod config;
 pub mod exec;
 pub mod explain;
+pub mod health;
 pub mod install;
 pub mod ipset;
 pub mod netfilter;

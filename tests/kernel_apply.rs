@@ -471,3 +471,50 @@ fn lab_script_up_then_down_leaves_nothing() {
         .stdout;
     assert_eq!(host_links, after, "the host's links are untouched");
 }
+
+#[test]
+fn router_settings_are_reported_and_fixed_only_when_managed() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.sysctl("rt", "net.ipv4.ip_forward", "0");
+    lab.sysctl("rt", "net.ipv4.conf.wan2.rp_filter", "1");
+    let path = lab
+        .file("multiwan.yaml", BASE)
+        .to_string_lossy()
+        .into_owned();
+    let out = lab.multiwan(&["apply", "-c", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(
+        stderr.contains("warning: net.ipv4.ip_forward is 0 but should be 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: net.ipv4.conf.wan2.rp_filter is 1 but should be 2"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lab.exec_ok("rt", &["sysctl", "-n", "net.ipv4.ip_forward"])
+            .trim(),
+        "0",
+        "warn mode changes nothing"
+    );
+    let managed = lab
+        .file("managed.yaml", &format!("{BASE}sysctl: manage\n"))
+        .to_string_lossy()
+        .into_owned();
+    let out = lab.multiwan(&["apply", "-c", &managed]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set net.ipv4.ip_forward = 1 (was 0)"));
+    assert_eq!(
+        lab.exec_ok("rt", &["sysctl", "-n", "net.ipv4.ip_forward"])
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        lab.exec_ok("rt", &["sysctl", "-n", "net.ipv4.conf.wan2.rp_filter"])
+            .trim(),
+        "2"
+    );
+}

@@ -98,7 +98,7 @@ pub struct Probe {
     pub degraded: Option<Degraded>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Degraded {
     /// Loss ratio (0..=1) above which the uplink is degraded.
     pub loss: Option<f64>,

@@ -1,0 +1,292 @@
+//! The health machine driven by a discrete-event simulation: a virtual clock, replies
+//! scheduled by a test-chosen network, no sleeping.
+
+use super::*;
+
+const T1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const T2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn settings(targets: &[Ipv4Addr]) -> Settings {
+    Settings {
+        targets: targets.to_vec(),
+        interval: ms(500),
+        timeout: ms(1000),
+        quorum: 1,
+        down_after: 3,
+        up_after: 5,
+        degraded: None,
+    }
+}
+
+/// The network: given a target and the time since start, the RTT of the reply, or None.
+type Network = Box<dyn FnMut(Ipv4Addr, Duration) -> Option<Duration>>;
+
+struct Sim {
+    m: Monitor,
+    start: Instant,
+    now: Instant,
+    inflight: Vec<(Instant, u16, Duration)>,
+    net: Network,
+    log: Vec<(Duration, Transition)>,
+}
+
+impl Sim {
+    fn new(s: Settings, initial: Health, net: Network) -> Self {
+        let start = Instant::now();
+        Sim {
+            m: Monitor::new("isp1", s, initial, start),
+            start,
+            now: start,
+            inflight: Vec::new(),
+            net,
+            log: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, ts: Vec<Transition>) {
+        let at = self.now - self.start;
+        self.log.extend(ts.into_iter().map(|t| (at, t)));
+    }
+
+    fn run_until(&mut self, until: Duration) {
+        let end = self.start + until;
+        loop {
+            let reply = self.inflight.iter().map(|r| r.0).min();
+            let next = [reply, self.m.next_wakeup()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end);
+            if next >= end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            let (due, rest): (Vec<_>, Vec<_>) = self.inflight.drain(..).partition(|r| r.0 <= now);
+            self.inflight = rest;
+            for (_, seq, rtt) in due {
+                let ts = self.m.on_reply(seq, rtt, now);
+                self.record(ts);
+            }
+            let ts = self.m.tick(now);
+            self.record(ts);
+            for p in self.m.due_probes(now) {
+                match (self.net)(p.target, now - self.start) {
+                    Some(rtt) => self.inflight.push((now + rtt, p.seq, rtt)),
+                    // A reply that never comes: surge-ping reports it after `timeout`.
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn link(&mut self, up: bool, at: Duration) {
+        self.run_until(at);
+        let ts = self.m.on_link(up, self.now);
+        self.record(ts);
+    }
+
+    fn first(&self, to: Health) -> Option<Duration> {
+        self.log.iter().find(|(_, t)| t.to == to).map(|(at, _)| *at)
+    }
+}
+
+fn outage(from: Duration, to: Duration) -> Network {
+    Box::new(move |_, now| (now < from || now >= to).then_some(ms(1)))
+}
+
+#[test]
+fn hard_outage_is_detected_in_about_a_second() {
+    let mut sim = Sim::new(
+        settings(&[T1, T2]),
+        Health::Up,
+        outage(ms(10_000), ms(u64::MAX / 4)),
+    );
+    sim.run_until(ms(14_000));
+    let down = sim.first(Health::Down).expect("goes down");
+    let after = down - ms(10_000);
+    // Three rounds (the first starts within one interval), the last lost after the 150 ms
+    // floor rather than the full 1 s timeout.
+    assert!(
+        after >= ms(1_000) && after <= ms(1_700),
+        "detected {after:?} after the outage"
+    );
+    assert!(
+        sim.log[0].1.reason.contains("3 failed rounds in a row"),
+        "{:?}",
+        sim.log[0].1
+    );
+    assert_eq!(sim.log.len(), 1);
+}
+
+#[test]
+fn recovery_needs_up_after_good_rounds() {
+    let mut sim = Sim::new(
+        settings(&[T1, T2]),
+        Health::Up,
+        outage(ms(5_000), ms(10_000)),
+    );
+    sim.run_until(ms(20_000));
+    let up = sim
+        .log
+        .iter()
+        .find(|(_, t)| t.to == Health::Up)
+        .map(|(at, _)| *at)
+        .expect("comes back");
+    let after = up - ms(10_000);
+    assert!(
+        after >= ms(2_000) && after <= ms(3_100),
+        "up {after:?} after the repair"
+    );
+    assert_eq!(sim.log[1].1.reason, "5 good rounds in a row");
+}
+
+#[test]
+fn one_dead_target_of_two_keeps_quorum_one_up() {
+    let net: Network = Box::new(|t, _| (t == T2).then_some(ms(5)));
+    let mut sim = Sim::new(settings(&[T1, T2]), Health::Up, net);
+    sim.run_until(ms(60_000));
+    assert!(sim.log.is_empty(), "{:?}", sim.log);
+    let stats = sim.m.stats();
+    assert!(
+        (stats.loss - 0.5).abs() < 0.01,
+        "half the probes lost: {}",
+        stats.loss
+    );
+    assert_eq!(stats.targets[0].loss, 1.0);
+}
+
+#[test]
+fn quorum_two_needs_both_targets() {
+    let net: Network = Box::new(|t, _| (t == T2).then_some(ms(5)));
+    let mut s = settings(&[T1, T2]);
+    s.quorum = 2;
+    let mut sim = Sim::new(s, Health::Up, net);
+    sim.run_until(ms(5_000));
+    assert!(sim.first(Health::Down).is_some());
+}
+
+#[test]
+fn link_down_is_immediate_and_link_up_must_earn_its_rounds() {
+    let mut sim = Sim::new(settings(&[T1]), Health::Up, Box::new(|_, _| Some(ms(1))));
+    sim.link(false, ms(3_000));
+    assert_eq!(sim.first(Health::Down), Some(ms(3_000)));
+    assert_eq!(sim.log[0].1.reason, "link down");
+    assert!(
+        sim.m.next_wakeup().is_none(),
+        "no probing while the link is down"
+    );
+    sim.link(true, ms(6_000));
+    assert_eq!(sim.m.state(), Health::Down);
+    sim.run_until(ms(10_000));
+    let up = sim.first(Health::Up).expect("back up");
+    assert!(
+        up >= ms(8_000) && up < ms(9_000),
+        "{up:?}: five rounds after link up"
+    );
+}
+
+#[test]
+fn ten_percent_loss_never_takes_two_targets_down() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let net: Network = Box::new(move |_, _| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % 100 >= 10).then_some(ms(20))
+    });
+    let mut sim = Sim::new(settings(&[T1, T2]), Health::Up, net);
+    sim.run_until(ms(600_000));
+    assert!(sim.log.is_empty(), "flapped: {:?}", sim.log);
+    let loss = sim.m.stats().loss;
+    assert!(loss > 0.02 && loss < 0.25, "{loss}");
+}
+
+#[test]
+fn late_reply_counts_as_lost_but_feeds_the_rtt() {
+    // 10 ms normally; at 5 s one reply takes 400 ms, past the 150 ms floor.
+    let net: Network = Box::new(|_, now| {
+        Some(if now >= ms(5_000) && now < ms(5_400) {
+            ms(400)
+        } else {
+            ms(10)
+        })
+    });
+    let mut sim = Sim::new(settings(&[T1]), Health::Up, net);
+    sim.run_until(ms(8_000));
+    let stats = sim.m.stats();
+    assert_eq!(stats.late, 1, "{stats:?}");
+    assert_eq!(stats.lost, 1);
+    assert!(sim.log.is_empty());
+    assert!(
+        stats.rtt.unwrap() > ms(20),
+        "the late sample raised the mean: {:?}",
+        stats.rtt
+    );
+}
+
+#[test]
+fn degraded_has_hysteresis() {
+    // Loss 30 % for 20 s, then exactly 20 % (at the threshold: not above it, but not clear
+    // of it either), then none. Periodic patterns, so every window holds the same share.
+    let mut n = 0u64;
+    let net: Network = Box::new(move |_, now| {
+        n += 1;
+        let lost = if now < ms(20_000) {
+            n % 10 < 3
+        } else if now < ms(40_000) {
+            n % 5 == 0
+        } else {
+            false
+        };
+        (!lost).then_some(ms(5))
+    });
+    let mut s = settings(&[T1, T2]);
+    s.degraded = Some(Degraded {
+        loss: Some(0.2),
+        latency: None,
+        weight_factor: 0.25,
+    });
+    let mut sim = Sim::new(s, Health::Up, net);
+    sim.run_until(ms(20_000));
+    assert_eq!(sim.m.state(), Health::Degraded, "{:?}", sim.log);
+    assert!(sim.log[0].1.reason.starts_with("loss"), "{:?}", sim.log[0]);
+    sim.run_until(ms(40_000));
+    assert_eq!(
+        sim.m.state(),
+        Health::Degraded,
+        "20 % is not clear of the threshold: {:?}",
+        sim.log
+    );
+    sim.run_until(ms(60_000));
+    assert_eq!(sim.m.state(), Health::Up);
+    assert_eq!(sim.log.len(), 2, "{:?}", sim.log);
+}
+
+#[test]
+fn latency_degrades_too() {
+    let net: Network = Box::new(|_, now| Some(if now < ms(10_000) { ms(20) } else { ms(400) }));
+    let mut s = settings(&[T1]);
+    s.degraded = Some(Degraded {
+        loss: None,
+        latency: Some(ms(300)),
+        weight_factor: 0.25,
+    });
+    s.timeout = ms(2_000);
+    let mut sim = Sim::new(s, Health::Up, net);
+    sim.run_until(ms(30_000));
+    assert_eq!(sim.m.state(), Health::Degraded, "{:?}", sim.log);
+}
+
+#[test]
+fn initially_down_comes_up_after_good_rounds() {
+    let mut sim = Sim::new(settings(&[T1]), Health::Down, Box::new(|_, _| Some(ms(1))));
+    sim.run_until(ms(5_000));
+    let up = sim.first(Health::Up).expect("comes up");
+    assert!(up >= ms(1_900) && up <= ms(2_200), "{up:?}");
+}
