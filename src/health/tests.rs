@@ -76,10 +76,9 @@ impl Sim {
             let ts = self.m.tick(now);
             self.record(ts);
             for p in self.m.due_probes(now) {
-                match (self.net)(p.target, now - self.start) {
-                    Some(rtt) => self.inflight.push((now + rtt, p.seq, rtt)),
-                    // A reply that never comes: surge-ping reports it after `timeout`.
-                    None => {}
+                // No reply at all: the deadline counts it lost.
+                if let Some(rtt) = (self.net)(p.target, now - self.start) {
+                    self.inflight.push((now + rtt, p.seq, rtt));
                 }
             }
         }
@@ -240,7 +239,7 @@ fn degraded_has_hysteresis() {
         let lost = if now < ms(20_000) {
             n % 10 < 3
         } else if now < ms(40_000) {
-            n % 5 == 0
+            n.is_multiple_of(5)
         } else {
             false
         };
