@@ -8,7 +8,6 @@ use crate::ipset::{self, IpsetError};
 use crate::netfilter::{self, NetfilterError};
 use crate::plan::{Health, Observed, Plan};
 use crate::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
-use crate::sysctl;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -24,7 +23,12 @@ pub enum InstallError {
 #[derive(Debug)]
 pub struct Applied {
     pub plan: Plan,
+    pub observed: Observed,
     pub view: KernelView,
+    /// The iptables-restore input that was needed (empty when nothing had drifted).
+    pub iptables: String,
+    /// Sets created or refilled.
+    pub sets: Vec<String>,
     /// Things that could not be installed yet, and kernel settings that need attention.
     pub warnings: Vec<String>,
     pub routing: RoutingChanges,
@@ -65,7 +69,8 @@ impl Installer {
     }
 
     /// Observes, plans and installs: sets, then iptables (one transaction per table, then
-    /// verified), then ip rules and routes, then stale sets go.
+    /// verified), then ip rules and routes, then stale sets go. Kernel settings are checked
+    /// apart ([`crate::sysctl::enforce`]), once per start or reload.
     pub async fn apply(
         &self,
         config: &Config,
@@ -73,14 +78,17 @@ impl Installer {
     ) -> Result<Applied, InstallError> {
         let (observed, view, mut warnings) = self.observe(config, health).await?;
         let plan = Plan::build(config, &observed);
-        warnings.extend(sysctl::enforce(config));
-        ipset::update(&plan.sets)?;
-        netfilter::apply(&plan)?;
-        let routing = self.routing.reconcile(config, &plan, &view.links).await?;
+        let sets = ipset::update(&plan.sets)?;
+        let iptables = netfilter::apply(&plan)?;
+        let routing = self.routing.reconcile(config, &plan, &view).await?;
+        warnings.extend(routing.failed.iter().cloned());
         let stale_sets = ipset::destroy_except(&plan.sets)?;
         Ok(Applied {
             plan,
+            observed,
             view,
+            iptables,
+            sets,
             warnings,
             routing,
             stale_sets,

@@ -3,7 +3,10 @@
 //! Data flows one way: [`config`] (YAML → validated model) → [`plan`] (pure desired state)
 //! → adapters that make the kernel match it.
 
+pub mod agent;
 pub mod config;
+pub mod conntrack;
+pub mod events;
 pub mod exec;
 pub mod explain;
 pub mod health;
@@ -11,5 +14,6 @@ pub mod install;
 pub mod ipset;
 pub mod netfilter;
 pub mod plan;
+pub mod probe;
 pub mod routing;
 pub mod sysctl;

@@ -23,7 +23,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let installer = Installer::new()?;
         installer.apply(&config, &BTreeMap::new()).await
     })?;
-    for w in &applied.warnings {
+    for w in multiwan::sysctl::enforce(&config)
+        .iter()
+        .chain(&applied.warnings)
+    {
         eprintln!("warning: {w}");
     }
     let r = &applied.routing;

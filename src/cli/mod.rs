@@ -5,6 +5,7 @@ mod check;
 mod cleanup;
 mod explain;
 mod plan;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Remove every rule, route, chain and set multiwan installed, and nothing else (root).
     Cleanup(cleanup::Args),
+    /// Run the daemon: install, probe every uplink, fail over and back (root).
+    Run(run::Args),
 }
 
 /// `-c/--config`, shared by every subcommand that reads the config.
@@ -70,6 +73,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(a) => explain::run(a),
         Command::Apply(a) => apply::run(a),
         Command::Cleanup(a) => cleanup::run(a),
+        Command::Run(a) => run::run(a),
     }
 }
 

@@ -40,6 +40,40 @@ impl Config {
         self.table_base + uplink.id
     }
 
+    /// For a reload: uplinks without an explicit `id` keep the id (so the mark and table)
+    /// they had before, when it is free; established connections then stay on their uplink
+    /// even if the list was reordered. Others get the lowest free id.
+    pub fn keep_ids_from(&mut self, old: &Config) {
+        let mut taken: Vec<u32> = self
+            .uplinks
+            .iter()
+            .filter(|u| u.id_explicit)
+            .map(|u| u.id)
+            .collect();
+        let mut unplaced = Vec::new();
+        for (i, u) in self
+            .uplinks
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, u)| !u.id_explicit)
+        {
+            match old.uplink(&u.name).map(|o| o.id) {
+                Some(id) if !taken.contains(&id) => {
+                    u.id = id;
+                    taken.push(id);
+                }
+                _ => unplaced.push(i),
+            }
+        }
+        for i in unplaced {
+            let id = (1..=MAX_UPLINK_ID.min(self.marks.max_id())).find(|id| !taken.contains(id));
+            if let Some(id) = id {
+                self.uplinks[i].id = id;
+                taken.push(id);
+            }
+        }
+    }
+
     /// One line for `check`.
     pub fn summary(&self) -> String {
         let uplinks: Vec<String> = self
@@ -71,6 +105,9 @@ pub struct Uplink {
     pub weight: u32,
     pub tier: u8,
     pub id: u32,
+    /// Whether `id` was written in the file (else it is the list position).
+    #[serde(skip)]
+    pub id_explicit: bool,
     pub probe: Probe,
     pub flush_on_down: bool,
     pub flush_on_recovery: bool,
@@ -278,5 +315,29 @@ mod tests {
         assert_eq!(m.id_of(0x0300 | 0x1), Some(3));
         assert_eq!(m.id_of(0xff00), None);
         assert_eq!(m.id_of(0), None);
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    #[test]
+    fn reload_keeps_implicit_ids_by_name() {
+        let old = crate::config::parse(
+            "lan_interfaces: [lan0]\nuplinks:\n  - {name: a, interface: wan1}\n  - {name: b, interface: wan2}\n",
+            "old.yaml",
+        )
+        .unwrap();
+        let mut new = crate::config::parse(
+            "lan_interfaces: [lan0]\nuplinks:\n  - {name: c, interface: wan3}\n  - {name: b, interface: wan2}\n  - {name: a, interface: wan1}\n",
+            "new.yaml",
+        )
+        .unwrap();
+        new.keep_ids_from(&old);
+        let ids: Vec<(&str, u32)> = new
+            .uplinks
+            .iter()
+            .map(|u| (u.name.as_str(), u.id))
+            .collect();
+        assert_eq!(ids, vec![("c", 3), ("b", 2), ("a", 1)]);
     }
 }

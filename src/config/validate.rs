@@ -442,6 +442,7 @@ impl<'a> Checker<'a> {
             weight,
             tier: tier as u8,
             id,
+            id_explicit: raw.id.is_some(),
             probe,
             flush_on_down: raw.flush_on_down.unwrap_or(true),
             flush_on_recovery: raw.flush_on_recovery.unwrap_or(false),

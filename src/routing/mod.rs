@@ -6,7 +6,6 @@
 
 pub mod model;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
@@ -62,6 +61,8 @@ pub struct RoutingChanges {
     pub rules_deleted: Vec<RuleKey>,
     pub routes_added: Vec<RouteKey>,
     pub routes_deleted: Vec<RouteKey>,
+    /// Objects that could not be installed (one uplink's trouble must not stop the others).
+    pub failed: Vec<String>,
 }
 
 impl RoutingChanges {
@@ -94,6 +95,9 @@ impl Routing {
             for attr in &link.attributes {
                 if let LinkAttribute::IfName(name) = attr {
                     view.links.insert(name.clone(), link.header.index);
+                    if crate::events::link_usable(link.header.flags) {
+                        view.usable.insert(name.clone());
+                    }
                 }
             }
         }
@@ -145,7 +149,7 @@ impl Routing {
         &self,
         config: &Config,
         plan: &Plan,
-        links: &HashMap<String, u32>,
+        view: &KernelView,
     ) -> Result<RoutingChanges, RoutingError> {
         let mut changes = RoutingChanges::default();
         let have: Vec<(RuleKey, RuleMessage)> = self
@@ -163,12 +167,13 @@ impl Routing {
             changes.rules_deleted.push(key);
         }
         for key in add {
-            self.add_rule(&key).await?;
-            changes.rules_added.push(key);
+            match self.add_rule(&key).await {
+                Ok(()) => changes.rules_added.push(key),
+                Err(e) => changes.failed.push(e.to_string()),
+            }
         }
-        let (deleted, added) = self.reconcile_routes(config, plan, links).await?;
-        changes.routes_deleted = deleted;
-        changes.routes_added = added;
+        self.reconcile_routes(config, plan, view, &mut changes)
+            .await?;
         Ok(changes)
     }
 
@@ -176,8 +181,9 @@ impl Routing {
         &self,
         config: &Config,
         plan: &Plan,
-        links: &HashMap<String, u32>,
-    ) -> Result<(Vec<RouteKey>, Vec<RouteKey>), RoutingError> {
+        view: &KernelView,
+        changes: &mut RoutingChanges,
+    ) -> Result<(), RoutingError> {
         let have: Vec<(RouteKey, RouteMessage)> = self
             .routes()
             .await?
@@ -186,15 +192,21 @@ impl Routing {
             .map(|m| (route_key(&m), m))
             .collect();
         let have_keys: Vec<RouteKey> = have.iter().map(|(k, _)| k.clone()).collect();
-        let (delete, add) = model::diff(&have_keys, &model::wanted_routes(plan, links));
-        for key in &delete {
-            let (_, msg) = have.iter().find(|(k, _)| k == key).expect("from have");
-            self.delete_route(msg.clone(), key).await?;
+        let (delete, add) = model::diff(&have_keys, &model::wanted_routes(plan, view));
+        for key in delete {
+            let (_, msg) = have.iter().find(|(k, _)| *k == key).expect("from have");
+            match self.delete_route(msg.clone(), &key).await {
+                Ok(()) => changes.routes_deleted.push(key),
+                Err(e) => changes.failed.push(e.to_string()),
+            }
         }
-        for key in &add {
-            self.add_route(key).await?;
+        for key in add {
+            match self.add_route(&key).await {
+                Ok(()) => changes.routes_added.push(key),
+                Err(e) => changes.failed.push(e.to_string()),
+            }
         }
-        Ok((delete, add))
+        Ok(())
     }
 
     /// Removes every rule and route of ours; keeps going after a failure.

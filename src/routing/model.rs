@@ -81,16 +81,18 @@ pub fn wanted_rules(plan: &Plan) -> Vec<RuleKey> {
         .collect()
 }
 
-/// The routes the plan wants, given interface indexes; a route whose gateway or interface
-/// is unknown is left out (its table still has the unreachable default).
-pub fn wanted_routes(plan: &Plan, links: &HashMap<String, u32>) -> Vec<RouteKey> {
+/// The routes the plan wants; a default route whose gateway is unknown, or whose link is
+/// missing or down, is left out (the table still has its unreachable default, and the route
+/// comes back with the link: the kernel deletes routes of a downed link silently).
+pub fn wanted_routes(plan: &Plan, view: &KernelView) -> Vec<RouteKey> {
     plan.routes
         .iter()
         .filter_map(|r| match &r.kind {
+            RouteKind::Default { interface, .. } if !view.usable.contains(interface) => None,
             RouteKind::Default { gateway, interface } => Some(RouteKey {
                 table: r.table,
                 gateway: Some(*gateway.known()?),
-                oif: Some(*links.get(interface)?),
+                oif: Some(*view.links.get(interface)?),
                 unreachable: false,
                 metric: r.metric,
             }),
@@ -123,6 +125,8 @@ pub struct KernelView {
     pub connected: Vec<Ipv4Net>,
     /// Main-table default route gateways by output interface index.
     pub default_gateways: HashMap<u32, Ipv4Addr>,
+    /// Names of links that are up and have carrier.
+    pub usable: std::collections::HashSet<String>,
 }
 
 /// Turns kernel facts into what the plan needs, with a warning for each missing piece.
@@ -201,6 +205,7 @@ uplinks:
                 "10.0.0.0/24".parse().unwrap(),
             ],
             default_gateways: [(4, Ipv4Addr::new(100, 64, 2, 1))].into(),
+            usable: ["wan1".to_string(), "wan2".to_string()].into(),
         };
         let (o, warnings) = observe(&config(), &view);
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -213,7 +218,14 @@ uplinks:
         let plan = Plan::build(&config(), &o);
         let rules = wanted_rules(&plan);
         assert_eq!(rules.len(), 6);
-        assert_eq!(wanted_routes(&plan, &view.links).len(), 4);
+        assert_eq!(wanted_routes(&plan, &view).len(), 4);
+        let mut down = view.clone();
+        down.usable.remove("wan2");
+        assert_eq!(
+            wanted_routes(&plan, &down).len(),
+            3,
+            "no default route via a link that is down"
+        );
     }
 
     #[test]
@@ -221,6 +233,7 @@ uplinks:
         let view = KernelView {
             links: [("wan1".to_string(), 3)].into(),
             addresses: [(3, Ipv4Addr::new(100, 64, 1, 2))].into(),
+            usable: ["wan1".to_string()].into(),
             ..Default::default()
         };
         let (o, warnings) = observe(&config(), &view);
@@ -229,7 +242,7 @@ uplinks:
         let plan = Plan::build(&config(), &o);
         // No `from` rule for b (address unknown), no default route in b's table.
         assert_eq!(wanted_rules(&plan).len(), 5);
-        let routes = wanted_routes(&plan, &view.links);
+        let routes = wanted_routes(&plan, &view);
         assert_eq!(routes.iter().filter(|r| r.table == 102).count(), 1);
         assert!(routes.iter().any(|r| r.table == 102 && r.unreachable));
     }

@@ -16,6 +16,7 @@
 //! connection that leaves by the wrong uplink fails instead of passing unnoticed.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -253,8 +254,8 @@ impl Lab {
     pub fn snapshot(&self, role: &str) -> String {
         let mut out = String::new();
         out.push_str(&strip_counters(&self.exec_ok(role, &["iptables-save"])));
-        out.push_str(&self.exec_ok(role, &["ip", "rule", "show"]));
-        out.push_str(&self.exec_ok(role, &["ip", "route", "show", "table", "all"]));
+        out.push_str(&self.exec_ok(role, &["ip", "-4", "rule", "show"]));
+        out.push_str(&self.exec_ok(role, &["ip", "-4", "route", "show", "table", "all"]));
         // Set members in a stable order; the hash seed changes with every swap.
         let mut sets: Vec<String> = self
             .exec_ok(role, &["ipset", "save"])
@@ -278,6 +279,117 @@ impl Drop for Lab {
             .args(["down", "--prefix", &self.prefix])
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `multiwan run` in the router namespace, its log in a file. Killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; returns how long that took.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<Duration> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if self.log_text().contains(needle) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// kill -9, as a crash would.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Lab {
+    /// Starts `multiwan run -c config` in the router and waits until it has installed its
+    /// rules.
+    pub fn daemon(&self, config: &std::path::Path) -> Daemon {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let log = self
+            .dir
+            .join(format!("daemon{}.log", N.fetch_add(1, Ordering::SeqCst)));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("rt"),
+                env!("CARGO_BIN_EXE_multiwan"),
+                "run",
+                "-c",
+            ])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn multiwan run");
+        let d = Daemon { child, log };
+        assert!(
+            d.wait_for("started: rules installed", Duration::from_secs(10))
+                .is_some(),
+            "daemon did not start:\n{}",
+            d.log_text()
+        );
+        d
+    }
+
+    /// Makes an ISP drop everything it forwards (its links stay up).
+    pub fn blackhole(&self, isp: usize, on: bool) {
+        let op = if on { "-I" } else { "-D" };
+        self.exec_ok(
+            &format!("isp{isp}"),
+            &[
+                "iptables",
+                op,
+                "FORWARD",
+                "-m",
+                "comment",
+                "--comment",
+                "blackhole",
+                "-j",
+                "DROP",
+            ],
+        );
+    }
+
+    /// Which uplink address the echo server sees for each of `n` new connections.
+    pub fn seen(&self, n: usize) -> HashMap<Ipv4Addr, usize> {
+        let mut out = HashMap::new();
+        for s in self.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, n) {
+            *out.entry(s.unwrap_or(Ipv4Addr::UNSPECIFIED)).or_insert(0) += 1;
+        }
+        out
     }
 }
 

@@ -1,0 +1,141 @@
+//! Which conntrack entries to delete after a change of health: pure, so it is tested
+//! without a kernel. Entries go only **after** the new rules are in place, so a connection
+//! that re-dials is already balanced over the live uplinks.
+
+use crate::config::Config;
+use crate::health::Transition;
+use crate::plan::{Balance, Health, Plan};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flush {
+    pub mark: u32,
+    pub mask: u32,
+    /// Whose entries these are, for the log.
+    pub what: String,
+    pub reason: String,
+}
+
+pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transition]) -> Vec<Flush> {
+    let mask = config.marks.mask;
+    let mut out = Vec::new();
+    for t in transitions.iter().filter(|t| t.to == Health::Down) {
+        let Some(u) = config.uplink(&t.uplink).filter(|u| u.flush_on_down) else {
+            continue;
+        };
+        out.push(Flush {
+            mark: config.marks.uplink(u.id),
+            mask,
+            what: u.name.clone(),
+            reason: format!("{} went down (flush_on_down)", u.name),
+        });
+    }
+    // A metered backup that stopped carrying traffic because a better uplink is back.
+    for u in config.uplinks.iter().filter(|u| u.flush_on_recovery) {
+        let (Some(before), Some(after)) = (old.uplink(&u.name), new.uplink(&u.name)) else {
+            continue;
+        };
+        if before.share > 0.0 && after.share == 0.0 && after.health != Health::Down {
+            out.push(Flush {
+                mark: before.mark,
+                mask,
+                what: u.name.clone(),
+                reason: format!(
+                    "a better uplink is back; {} no longer carries traffic (flush_on_recovery)",
+                    u.name
+                ),
+            });
+        }
+    }
+    // Connections refused while everything was down would stay refused.
+    if old.balance == Balance::Unreachable && new.balance != Balance::Unreachable {
+        out.push(Flush {
+            mark: config.marks.unreachable(),
+            mask,
+            what: "unreachable".into(),
+            reason: "an uplink is back after all were down".into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Observed;
+
+    fn config(extra: &str) -> Config {
+        crate::config::parse(
+            &format!(
+                "lan_interfaces: [lan0]
+uplinks:
+  - {{name: dsl, interface: wan1}}
+  - {{name: lte, interface: wan2, tier: 2, flush_on_recovery: true}}
+  - {{name: keep, interface: wan3, flush_on_down: false}}
+{extra}"
+            ),
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    fn plan(c: &Config, down: &[&str]) -> Plan {
+        let mut o = Observed::default();
+        for d in down {
+            o.health.insert(d.to_string(), Health::Down);
+        }
+        Plan::build(c, &o)
+    }
+
+    fn down(name: &str) -> Transition {
+        Transition {
+            uplink: name.into(),
+            from: Health::Up,
+            to: Health::Down,
+            reason: "test".into(),
+            loss: 1.0,
+            rtt: None,
+        }
+    }
+
+    #[test]
+    fn a_dead_uplink_loses_only_its_own_entries() {
+        let c = config("");
+        let f = flushes(&c, &plan(&c, &[]), &plan(&c, &["dsl"]), &[down("dsl")]);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].mark, f[0].mask), (0x100, 0xff00));
+    }
+
+    #[test]
+    fn flush_on_down_false_keeps_entries() {
+        let c = config("");
+        assert!(flushes(&c, &plan(&c, &[]), &plan(&c, &["keep"]), &[down("keep")]).is_empty());
+    }
+
+    #[test]
+    fn metered_backup_is_flushed_when_the_primary_returns() {
+        let c = config("");
+        let all_primary_down = plan(&c, &["dsl", "keep"]);
+        let back = plan(&c, &["keep"]);
+        let up = Transition {
+            to: Health::Up,
+            from: Health::Down,
+            ..down("dsl")
+        };
+        let f = flushes(&c, &all_primary_down, &back, &[up]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].what.as_str(), f[0].mark), ("lte", 0x200));
+    }
+
+    #[test]
+    fn unreachable_entries_go_when_an_uplink_returns() {
+        let c = config("when_all_down: unreachable\n");
+        let f = flushes(
+            &c,
+            &plan(&c, &["dsl", "lte", "keep"]),
+            &plan(&c, &["lte", "keep"]),
+            &[],
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].mark, 0xfe00);
+    }
+}

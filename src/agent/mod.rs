@@ -1,0 +1,497 @@
+//! `multiwan run`: the daemon. It probes every uplink through that uplink, feeds the
+//! health machines, and keeps the kernel matching the plan for the current health: a
+//! health change swaps the changed chains in one transaction and then deletes the dead
+//! uplink's conntrack entries; a reconcile every second repairs drift; link events act at
+//! once. Errors at run time are logged and retried, never fatal.
+
+pub mod flush;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{self, Config, ConfigError, InitialState};
+use crate::events::{self, KernelEvent};
+use crate::health::{Monitor, Settings, Transition};
+use crate::install::{InstallError, Installer};
+use crate::plan::{Health, Observed, Plan};
+use crate::probe::{ProbeEvent, Prober};
+use crate::routing::KernelView;
+use crate::{conntrack, netfilter, sysctl};
+
+/// How often the kernel is compared with the plan (drift repair).
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Address and route events come in bursts; wait this long before re-reading.
+const RESYNC_DEBOUNCE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("initial install failed: {0}")]
+    Install(#[from] InstallError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> AgentError {
+    move |source| AgentError::Io { what, source }
+}
+
+/// Runs until SIGTERM or SIGINT. The kernel state stays in place on exit, so traffic keeps
+/// flowing while the service restarts (`multiwan cleanup` removes it).
+pub async fn run(path: &Path) -> Result<(), AgentError> {
+    let config = config::load(path)?;
+    let (probe_tx, mut probe_rx) = unbounded_channel();
+    let mut kernel = events::subscribe().map_err(io("subscribe to netlink events"))?;
+    let mut agent = Agent::start(path, config, probe_tx).await?;
+    let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    loop {
+        let wake = tokio::time::Instant::from_std(agent.next_wakeup());
+        tokio::select! {
+            Some(ev) = probe_rx.recv() => agent.on_probe(ev),
+            Some(ev) = kernel.recv() => agent.on_kernel(ev),
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = hup.recv() => agent.reload().await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        agent.step().await;
+    }
+    info!("stopping: probing ends, the installed rules stay in place");
+    Ok(())
+}
+
+struct Agent {
+    path: PathBuf,
+    config: Config,
+    installer: Installer,
+    observed: Observed,
+    view: KernelView,
+    plan: Plan,
+    monitors: BTreeMap<String, Monitor>,
+    probers: BTreeMap<String, Prober>,
+    /// Last known usable state of each uplink interface.
+    links: HashMap<String, bool>,
+    probe_tx: UnboundedSender<ProbeEvent>,
+    pending: Vec<Transition>,
+    resync_at: Option<Instant>,
+    next_reconcile: Instant,
+    last_warnings: Vec<String>,
+    ident: u16,
+}
+
+impl Agent {
+    async fn start(
+        path: &Path,
+        config: Config,
+        probe_tx: UnboundedSender<ProbeEvent>,
+    ) -> Result<Self, AgentError> {
+        let installer = Installer::new()?;
+        for w in sysctl::enforce(&config) {
+            warn!("{w}");
+        }
+        let initial = match config.initial_state {
+            InitialState::Up => Health::Up,
+            InitialState::Down => Health::Down,
+        };
+        let health = config
+            .uplinks
+            .iter()
+            .map(|u| (u.name.clone(), initial))
+            .collect();
+        let started = Instant::now();
+        let applied = installer.apply(&config, &health).await?;
+        let mut agent = Agent {
+            path: path.to_path_buf(),
+            installer,
+            observed: applied.observed,
+            view: applied.view,
+            plan: applied.plan,
+            monitors: BTreeMap::new(),
+            probers: BTreeMap::new(),
+            links: HashMap::new(),
+            probe_tx,
+            pending: Vec::new(),
+            resync_at: None,
+            next_reconcile: Instant::now() + RECONCILE_EVERY,
+            last_warnings: Vec::new(),
+            ident: (std::process::id() as u16).wrapping_mul(31),
+            config,
+        };
+        agent.log_warnings(applied.warnings);
+        agent.rebuild_monitors(&BTreeMap::new(), initial);
+        agent.sync_links(Instant::now());
+        info!(
+            uplinks = agent.config.uplinks.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            config = %path.display(),
+            "started: rules installed, probing"
+        );
+        Ok(agent)
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        let monitors = self.monitors.values().filter_map(Monitor::next_wakeup);
+        monitors
+            .chain(self.resync_at)
+            .chain([self.next_reconcile])
+            .min()
+            .expect("reconcile is always due")
+    }
+
+    fn on_probe(&mut self, ev: ProbeEvent) {
+        let now = Instant::now();
+        match ev {
+            ProbeEvent::Reply { uplink, seq, rtt } => {
+                if let Some(m) = self.monitors.get_mut(&uplink) {
+                    self.pending.extend(m.on_reply(seq, rtt, now));
+                }
+            }
+            ProbeEvent::Failed { uplink, seq, why } => {
+                debug!(%uplink, seq, %why, "probe failed");
+                if let Some(m) = self.monitors.get_mut(&uplink) {
+                    self.pending.extend(m.on_failure(seq, now));
+                }
+            }
+        }
+    }
+
+    fn on_kernel(&mut self, ev: KernelEvent) {
+        let now = Instant::now();
+        match ev {
+            KernelEvent::Link { name, up } => {
+                if self.config.uplinks.iter().any(|u| u.interface == name) {
+                    self.link_changed(&name, up, now);
+                }
+            }
+            KernelEvent::Changed => {
+                self.resync_at.get_or_insert(now + RESYNC_DEBOUNCE);
+            }
+            KernelEvent::Overrun => {
+                warn!("netlink events were lost: full resync");
+                self.resync_at = Some(now);
+            }
+        }
+    }
+
+    fn link_changed(&mut self, interface: &str, up: bool, now: Instant) {
+        if self.links.get(interface) == Some(&up) {
+            return;
+        }
+        self.links.insert(interface.to_string(), up);
+        info!(interface, up, "link event");
+        for u in self
+            .config
+            .uplinks
+            .iter()
+            .filter(|u| u.interface == interface)
+        {
+            if let Some(m) = self.monitors.get_mut(&u.name) {
+                self.pending.extend(m.on_link(up, now));
+            }
+        }
+        // A link that went down lost its routes (admin down deletes them silently); one that
+        // came back needs them again.
+        self.resync_at = Some(now);
+    }
+
+    /// Applies the links' state as the last kernel read saw it (at start and after resync).
+    fn sync_links(&mut self, now: Instant) {
+        let interfaces: Vec<String> = self
+            .config
+            .uplinks
+            .iter()
+            .map(|u| u.interface.clone())
+            .collect();
+        for i in interfaces {
+            let up = self.view.usable.contains(&i);
+            self.link_changed(&i, up, now);
+        }
+        self.resync_at = None;
+    }
+
+    async fn step(&mut self) {
+        let now = Instant::now();
+        for m in self.monitors.values_mut() {
+            self.pending.extend(m.tick(now));
+        }
+        self.send_probes(now);
+        if !self.pending.is_empty() {
+            self.act().await;
+        }
+        let now = Instant::now();
+        if self.resync_at.is_some_and(|t| t <= now) || self.next_reconcile <= now {
+            self.resync().await;
+            self.resync_at = None;
+            self.next_reconcile = Instant::now() + RECONCILE_EVERY;
+        }
+    }
+
+    fn send_probes(&mut self, now: Instant) {
+        let names: Vec<String> = self.monitors.keys().cloned().collect();
+        for name in names {
+            let requests = self
+                .monitors
+                .get_mut(&name)
+                .expect("listed")
+                .due_probes(now);
+            if requests.is_empty() {
+                continue;
+            }
+            let timeout = self.monitors[&name].settings().timeout;
+            let tx = self.probe_tx.clone();
+            match self.prober(&name) {
+                Some(p) => {
+                    for r in requests {
+                        p.send(&name, r, timeout, tx.clone());
+                    }
+                }
+                None => {
+                    let m = self.monitors.get_mut(&name).expect("listed");
+                    for r in requests {
+                        self.pending.extend(m.on_failure(r.seq, now));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The probe socket of an uplink, (re)made when its interface or address changed.
+    fn prober(&mut self, name: &str) -> Option<&Prober> {
+        let u = self.config.uplink(name)?;
+        let source = *self.observed.addresses.get(name)?;
+        let current = self
+            .probers
+            .get(name)
+            .is_some_and(|p| p.interface == u.interface && p.source == source);
+        if !current {
+            let ident = self.ident.wrapping_add(u.id as u16);
+            match Prober::new(&u.interface, source, ident) {
+                Ok(p) => {
+                    self.probers.insert(name.to_string(), p);
+                }
+                Err(e) => {
+                    warn!(uplink = name, interface = %u.interface, error = %e, "cannot open the probe socket");
+                    self.probers.remove(name);
+                    return None;
+                }
+            }
+        }
+        self.probers.get(name)
+    }
+
+    fn health(&self) -> BTreeMap<String, Health> {
+        // An uplink with nothing to probe (gateway not learned yet) cannot carry traffic.
+        self.config
+            .uplinks
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    self.monitors
+                        .get(&u.name)
+                        .map_or(Health::Down, Monitor::state),
+                )
+            })
+            .collect()
+    }
+
+    /// Health changed: swap the changed chains, then delete the dead uplinks' connections.
+    async fn act(&mut self) {
+        let transitions = std::mem::take(&mut self.pending);
+        for t in &transitions {
+            info!(
+                uplink = %t.uplink,
+                from = %t.from,
+                to = %t.to,
+                reason = %t.reason,
+                loss_percent = format!("{:.1}", t.loss * 100.0),
+                rtt_ms = t.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_default(),
+                "uplink state changed"
+            );
+        }
+        let mut observed = self.observed.clone();
+        observed.health = self.health();
+        let new = Plan::build(&self.config, &observed);
+        let started = Instant::now();
+        match netfilter::apply_delta(&self.plan, &new) {
+            Ok(script) => {
+                let chains: Vec<&str> = script
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(':'))
+                    .filter_map(|l| l.split(' ').next())
+                    .collect();
+                let shares: Vec<String> = new
+                    .balance
+                    .members()
+                    .iter()
+                    .map(|m| format!("{} {:.1}%", m.uplink, m.share * 100.0))
+                    .collect();
+                info!(
+                    chains = %chains.join(","),
+                    balance = %shares.join(", "),
+                    took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+                    "rules swapped"
+                );
+            }
+            Err(e) => {
+                error!(error = %e, "swapping the rules failed; a full resync follows");
+                self.resync_at = Some(Instant::now());
+            }
+        }
+        let old = std::mem::replace(&mut self.plan, new);
+        for f in flush::flushes(&self.config, &old, &self.plan, &transitions) {
+            match conntrack::delete_mark(f.mark, f.mask) {
+                Ok(n) => {
+                    info!(what = %f.what, deleted = n, reason = %f.reason, "conntrack entries deleted")
+                }
+                Err(e) => warn!(what = %f.what, error = %e, "deleting conntrack entries failed"),
+            }
+        }
+    }
+
+    /// Re-reads the kernel and makes it match the plan: repairs drift, follows address and
+    /// gateway changes, re-installs routes after a link event.
+    async fn resync(&mut self) {
+        let health = self.health();
+        let applied = match self.installer.apply(&self.config, &health).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "reconcile failed; retrying");
+                return;
+            }
+        };
+        if !applied.iptables.is_empty() {
+            warn!(
+                script_lines = applied.iptables.lines().count(),
+                "iptables rules had drifted: repaired"
+            );
+        }
+        let r = &applied.routing;
+        if !(r.rules_added.is_empty()
+            && r.rules_deleted.is_empty()
+            && r.routes_added.is_empty()
+            && r.routes_deleted.is_empty())
+        {
+            info!(
+                rules_added = r.rules_added.len(),
+                rules_deleted = r.rules_deleted.len(),
+                routes_added = r.routes_added.len(),
+                routes_deleted = r.routes_deleted.len(),
+                "routing reconciled"
+            );
+        }
+        if !applied.sets.is_empty() {
+            info!(sets = %applied.sets.join(","), "ipsets updated");
+        }
+        self.log_warnings(applied.warnings);
+        let gateways_changed = applied.observed.gateways != self.observed.gateways;
+        self.observed = applied.observed;
+        self.view = applied.view;
+        self.plan = applied.plan;
+        if gateways_changed {
+            let states = self.health();
+            self.rebuild_monitors(&states, self.initial());
+        }
+        for u in self.config.uplinks.clone() {
+            let up = self.view.usable.contains(&u.interface);
+            if self.links.get(&u.interface) != Some(&up) {
+                self.link_changed(&u.interface, up, Instant::now());
+            }
+        }
+    }
+
+    fn initial(&self) -> Health {
+        match self.config.initial_state {
+            InitialState::Up => Health::Up,
+            InitialState::Down => Health::Down,
+        }
+    }
+
+    /// Makes one monitor per uplink that has something to probe, keeping existing monitors
+    /// whose settings did not change (and the state of those that did).
+    fn rebuild_monitors(&mut self, states: &BTreeMap<String, Health>, initial: Health) {
+        let now = Instant::now();
+        let mut old = std::mem::take(&mut self.monitors);
+        for u in &self.config.uplinks {
+            let gateway = self
+                .observed
+                .gateways
+                .get(&u.name)
+                .copied()
+                .or(match u.gateway {
+                    config::Gateway::Static(ip) => Some(ip),
+                    config::Gateway::Auto => None,
+                });
+            let Some(settings) = Settings::for_uplink(u, gateway) else {
+                warn!(uplink = %u.name, "nothing to probe yet (gateway not learned): treated as down");
+                continue;
+            };
+            let monitor = match old.remove(&u.name) {
+                Some(m) if m.settings() == &settings => m,
+                m => {
+                    let state = m
+                        .map(|m| m.state())
+                        .or(states.get(&u.name).copied())
+                        .unwrap_or(initial);
+                    Monitor::new(&u.name, settings, state, now)
+                }
+            };
+            self.monitors.insert(u.name.clone(), monitor);
+        }
+    }
+
+    async fn reload(&mut self) {
+        let mut new = match config::load(&self.path) {
+            Ok(c) => c,
+            Err(ConfigError::Invalid { diagnostics }) => {
+                for d in &diagnostics {
+                    error!("{d}");
+                }
+                error!(
+                    errors = diagnostics.len(),
+                    "reload refused: still running the previous config; the kernel is unchanged"
+                );
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "reload refused: still running the previous config; the kernel is unchanged");
+                return;
+            }
+        };
+        new.keep_ids_from(&self.config);
+        let states = self.health();
+        self.config = new;
+        for w in sysctl::enforce(&self.config) {
+            warn!("{w}");
+        }
+        self.probers
+            .retain(|name, _| self.config.uplink(name).is_some());
+        self.rebuild_monitors(&states, self.initial());
+        self.links
+            .retain(|i, _| self.config.uplinks.iter().any(|u| &u.interface == i));
+        info!(config = %self.path.display(), uplinks = self.config.uplinks.len(), "config reloaded");
+        self.resync().await;
+    }
+
+    /// Logs warnings when they change, not on every reconcile.
+    fn log_warnings(&mut self, warnings: Vec<String>) {
+        if warnings != self.last_warnings {
+            for w in &warnings {
+                warn!("{w}");
+            }
+            self.last_warnings = warnings;
+        }
+    }
+}

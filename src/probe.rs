@@ -1,0 +1,107 @@
+//! Sends ICMP echo probes out of one uplink with surge-ping. The socket is bound to the
+//! uplink's interface **and** source address; with the `from <address> lookup <table>` rule
+//! and the uplink table's default route, a probe can only be answered if that ISP really
+//! carries it (binding alone does not steer a probe: see docs/architecture.md).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::health::ProbeRequest;
+
+/// ICMP type of an echo reply. On raw sockets an ICMP error quoting our request is also
+/// handed back as a "reply"; it must not count as the target answering.
+const ECHO_REPLY: u8 = 0;
+const PAYLOAD: &[u8] = b"multiwan probe";
+
+/// What became of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeEvent {
+    Reply {
+        uplink: String,
+        seq: u16,
+        rtt: Duration,
+    },
+    Failed {
+        uplink: String,
+        seq: u16,
+        why: String,
+    },
+}
+
+/// The probe socket of one uplink.
+pub struct Prober {
+    client: Client,
+    ident: u16,
+    pub interface: String,
+    pub source: Ipv4Addr,
+}
+
+impl Prober {
+    pub fn new(interface: &str, source: Ipv4Addr, ident: u16) -> std::io::Result<Self> {
+        let config = Config::builder()
+            .kind(ICMP::V4)
+            .interface(interface)
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .build();
+        Ok(Self {
+            client: Client::new(&config)?,
+            ident,
+            interface: interface.to_string(),
+            source,
+        })
+    }
+
+    /// Sends one probe in its own task; the outcome arrives on `events`.
+    pub fn send(
+        &self,
+        uplink: &str,
+        req: ProbeRequest,
+        timeout: Duration,
+        events: UnboundedSender<ProbeEvent>,
+    ) {
+        let client = self.client.clone();
+        let ident = PingIdentifier(self.ident);
+        let uplink = uplink.to_string();
+        tokio::spawn(async move {
+            let mut pinger = client.pinger(IpAddr::V4(req.target), ident).await;
+            pinger.timeout(timeout);
+            let event = match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
+                Ok((IcmpPacket::V4(p), rtt)) if p.get_icmp_type().0 == ECHO_REPLY => {
+                    ProbeEvent::Reply {
+                        uplink,
+                        seq: req.seq,
+                        rtt,
+                    }
+                }
+                Ok((IcmpPacket::V4(p), _)) => ProbeEvent::Failed {
+                    uplink,
+                    seq: req.seq,
+                    why: format!(
+                        "ICMP type {} from {} instead of an echo reply",
+                        p.get_icmp_type().0,
+                        p.get_source()
+                    ),
+                },
+                Ok(_) => ProbeEvent::Failed {
+                    uplink,
+                    seq: req.seq,
+                    why: "not an ICMPv4 packet".into(),
+                },
+                Err(SurgeError::Timeout { .. }) => ProbeEvent::Failed {
+                    uplink,
+                    seq: req.seq,
+                    why: "timeout".into(),
+                },
+                Err(e) => ProbeEvent::Failed {
+                    uplink,
+                    seq: req.seq,
+                    why: e.to_string(),
+                },
+            };
+            let _ = events.send(event);
+        });
+    }
+}

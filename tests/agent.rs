@@ -1,0 +1,346 @@
+//! `multiwan run` in the namespace lab with real traffic: failover, fail-back, link events,
+//! loss tolerance, conntrack flushing, drift repair, reload and crash restart.
+
+mod lab;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::{Duration, Instant};
+
+use lab::{Daemon, ECHO, ECHO_PORT, Lab, uplink_addr};
+
+const PROBES: &str = "probe: {targets: [198.51.100.1, 198.51.100.2]}";
+
+fn config(weights: (u32, u32), extra: &str) -> String {
+    format!(
+        "lan_interfaces: [lan0, lan1]
+uplinks:
+  - {{name: isp1, interface: wan1, gateway: 100.64.1.1, weight: {}, {PROBES}}}
+  - {{name: isp2, interface: wan2, gateway: 100.64.2.1, weight: {}, {PROBES}}}
+{extra}",
+        weights.0, weights.1
+    )
+}
+
+fn start(text: &str) -> Option<(Lab, Daemon, String)> {
+    if !lab::available() {
+        return None;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("multiwan.yaml", text);
+    let daemon = lab.daemon(&path);
+    Some((lab, daemon, path.to_string_lossy().into_owned()))
+}
+
+/// Polls until every one of 10 new connections leaves by `addr`; returns the time taken.
+fn until_all_via(lab: &Lab, addr: Ipv4Addr, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if lab.seen(10) == HashMap::from([(addr, 10)]) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A connection from the LAN that stays open; `ping` proves it still works.
+struct Held {
+    stream: TcpStream,
+    seen: Ipv4Addr,
+}
+
+impl Held {
+    fn open(lab: &Lab, src: Ipv4Addr) -> Held {
+        let path = format!("/var/run/netns/{}", lab.ns("lan"));
+        std::thread::spawn(move || {
+            lab::enter_netns(&path);
+            let mut stream = lab::connect_from(src, ECHO, ECHO_PORT).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            let n = stream.read(&mut buf).unwrap();
+            let seen = String::from_utf8_lossy(&buf[..n]).trim().parse().unwrap();
+            Held { stream, seen }
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn ping(&mut self) -> bool {
+        let mut buf = [0u8; 4];
+        self.stream.write_all(b"ping").is_ok()
+            && self.stream.read_exact(&mut buf).is_ok()
+            && &buf == b"ping"
+    }
+}
+
+#[test]
+fn blackholed_isp_loses_new_connections_then_gets_them_back() {
+    let Some((lab, daemon, _)) = start(&config((70, 30), "")) else {
+        return;
+    };
+    assert_eq!(
+        lab.seen(200).len(),
+        2,
+        "both uplinks carry traffic before the outage"
+    );
+    lab.blackhole(1, true);
+    let moved = until_all_via(&lab, uplink_addr(2), Duration::from_secs(5))
+        .expect("all new connections leave by isp2 within 5 s");
+    eprintln!("failover after {moved:?}");
+    assert_eq!(lab.seen(100), HashMap::from([(uplink_addr(2), 100)]));
+    assert!(
+        daemon
+            .log_text()
+            .contains("uplink=isp1 from=up to=down reason=3 failed rounds in a row"),
+        "{}",
+        daemon.log_text()
+    );
+    lab.blackhole(1, false);
+    // up_after (5) good rounds of 500 ms.
+    assert!(
+        daemon
+            .wait_for(
+                "uplink=isp1 from=down to=up reason=5 good rounds in a row",
+                Duration::from_secs(8)
+            )
+            .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+    let shares = lab.seen(300);
+    let isp1 = *shares.get(&uplink_addr(1)).unwrap_or(&0);
+    assert!(
+        isp1 > 150 && isp1 < 270,
+        "isp1 carries its 70 % again: {shares:?}"
+    );
+}
+
+#[test]
+fn link_down_is_acted_on_without_waiting_for_probes() {
+    // Probes alone would need 3 rounds of 5 s to notice.
+    let slow = "probe: {targets: [198.51.100.1], interval: 5s, timeout: 1s, up_after: 1}";
+    let text = config((50, 50), "").replace(PROBES, slow);
+    let Some((lab, daemon, _)) = start(&text) else {
+        return;
+    };
+    let t = Instant::now();
+    lab.ip("isp1", &["link", "set", "rt", "down"]); // carrier loss on the router's wan1
+    let seen = daemon
+        .wait_for(
+            "uplink=isp1 from=up to=down reason=link down",
+            Duration::from_secs(5),
+        )
+        .expect("link event");
+    assert!(t.elapsed() < Duration::from_secs(2), "down after {seen:?}");
+    assert!(until_all_via(&lab, uplink_addr(2), Duration::from_secs(2)).is_some());
+    // Admin down on the router deletes the uplink's routes silently; they must come back.
+    lab.ip("isp1", &["link", "set", "rt", "up"]);
+    lab.ip("rt", &["link", "set", "wan1", "down"]);
+    lab.ip("rt", &["link", "set", "wan1", "up"]);
+    let start = Instant::now();
+    loop {
+        let table = lab.exec_ok("rt", &["ip", "route", "show", "table", "101"]);
+        if table.contains("default via 100.64.1.1 dev wan1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "route not re-installed: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon
+            .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(12))
+            .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
+fn ten_percent_loss_for_30_s_is_never_down() {
+    let Some((lab, daemon, _)) = start(&config((50, 50), "")) else {
+        return;
+    };
+    // 10 % of the exchanges lose their reply.
+    let drop = [
+        "iptables",
+        "-I",
+        "FORWARD",
+        "-i",
+        "upstream",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.1",
+        "-j",
+        "DROP",
+    ];
+    lab.exec_ok("isp2", &drop);
+    std::thread::sleep(Duration::from_secs(30));
+    let log = daemon.log_text();
+    assert!(!log.contains("uplink=isp2 from=up to=down"), "{log}");
+    let counters = lab.exec_ok("isp2", &["iptables", "-L", "FORWARD", "-v", "-x", "-n"]);
+    let dropped: u64 = counters
+        .lines()
+        .find(|l| l.contains("statistic"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(dropped > 10, "the loss was real: {dropped} packets dropped");
+}
+
+#[test]
+fn failover_keeps_healthy_connections_and_flushes_only_the_dead_uplinks() {
+    let pin = "policies:\n  - {name: pinned, match: {source: 10.0.0.51}, uplink: isp2}\n";
+    let Some((lab, daemon, _)) = start(&config((70, 30), pin)) else {
+        return;
+    };
+    let mut long = Held::open(&lab, Ipv4Addr::new(10, 0, 0, 51));
+    assert_eq!(long.seen, uplink_addr(2));
+    let mut held: Vec<Held> = (0..20).map(|_| Held::open(&lab, lab::LAN_CLIENT)).collect();
+    let count = |mark: &str| {
+        let out = lab.exec(
+            "rt",
+            &[
+                "conntrack",
+                "-L",
+                "-p",
+                "tcp",
+                "--dport",
+                "8000",
+                "--mark",
+                mark,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let (on1, on2) = (count("0x100/0xff00"), count("0x200/0xff00"));
+    assert!(
+        on1 > 0 && on2 > 1,
+        "connections on both uplinks: {on1} / {on2}"
+    );
+    lab.blackhole(1, true);
+    daemon
+        .wait_for(
+            "conntrack entries deleted what=isp1",
+            Duration::from_secs(5),
+        )
+        .expect("flush logged");
+    assert_eq!(count("0x100/0xff00"), 0, "isp1's entries are gone");
+    assert_eq!(
+        count("0x200/0xff00"),
+        on2,
+        "isp2's entries are all still there"
+    );
+    assert!(long.ping(), "the connection on isp2 survives isp1 failing");
+    lab.blackhole(1, false);
+    daemon
+        .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(8))
+        .expect("recovers");
+    assert!(long.ping(), "and recovering");
+    for h in held.iter_mut().filter(|h| h.seen == uplink_addr(2)) {
+        assert!(h.ping());
+    }
+}
+
+#[test]
+fn drift_is_repaired_within_3_s() {
+    let Some((lab, daemon, _)) = start(&config((70, 30), "")) else {
+        return;
+    };
+    let before = lab.snapshot("rt");
+    let t = Instant::now();
+    lab.exec_ok("rt", &["iptables", "-t", "mangle", "-F", "MULTIWAN_LAN"]);
+    lab.exec_ok("rt", &["ip", "rule", "del", "pref", "10201"]);
+    loop {
+        if lab.snapshot("rt") == before {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "not repaired:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon
+            .log_text()
+            .contains("iptables rules had drifted: repaired")
+    );
+}
+
+#[test]
+fn reload_refuses_a_broken_file_and_applies_a_good_one() {
+    let Some((lab, mut daemon, path)) = start(&config((90, 10), "")) else {
+        return;
+    };
+    let mut old = Held::open(&lab, lab::LAN_CLIENT);
+    let before = lab.snapshot("rt");
+    std::fs::write(&path, "lan_interfaces: [lan0]\nuplinks: []\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_for("reload refused", Duration::from_secs(5))
+        .expect("refused");
+    assert!(daemon.log_text().contains("uplinks: the list is empty"));
+    assert!(daemon.alive());
+    assert_eq!(lab.snapshot("rt"), before, "the kernel is untouched");
+    std::fs::write(&path, config((10, 90), "")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_for("config reloaded", Duration::from_secs(5))
+        .expect("reloaded");
+    std::thread::sleep(Duration::from_millis(300));
+    let shares = lab.seen(400);
+    let isp2 = *shares.get(&uplink_addr(2)).unwrap_or(&0);
+    assert!(isp2 > 330, "new weights 10/90 apply: {shares:?}");
+    assert!(old.ping(), "old connections are untouched");
+}
+
+#[test]
+fn restart_after_kill_9_reconciles_to_the_same_state() {
+    let Some((lab, daemon, path)) = start(&config((70, 30), "")) else {
+        return;
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let before = lab.snapshot("rt");
+    daemon.crash();
+    let again = lab.daemon(std::path::Path::new(&path));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lab.snapshot("rt"), before, "{}", again.log_text());
+}
+
+#[test]
+fn backup_tier_carries_traffic_only_while_the_primary_is_down() {
+    let text = config((1, 1), "").replace(
+        "weight: 1, probe: {targets: [198.51.100.1, 198.51.100.2]}}\n{}",
+        "",
+    );
+    let text = text.replace(
+        "gateway: 100.64.2.1, weight: 1,",
+        "gateway: 100.64.2.1, weight: 1, tier: 2,",
+    );
+    assert!(text.contains("tier: 2"), "{text}");
+    let Some((lab, daemon, _)) = start(&text) else {
+        return;
+    };
+    assert_eq!(lab.seen(100), HashMap::from([(uplink_addr(1), 100)]));
+    lab.blackhole(1, true);
+    until_all_via(&lab, uplink_addr(2), Duration::from_secs(5)).expect("backup takes over");
+    assert_eq!(lab.seen(100), HashMap::from([(uplink_addr(2), 100)]));
+    lab.blackhole(1, false);
+    daemon
+        .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(8))
+        .expect("primary back");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(lab.seen(100), HashMap::from([(uplink_addr(1), 100)]));
+}
