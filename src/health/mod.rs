@@ -6,6 +6,12 @@
 //! least `quorum` targets answer before their deadline (see [`rtt`]), failed as soon as
 //! that can no longer happen. `down_after` failed rounds in a row take the uplink down,
 //! `up_after` good rounds in a row bring it back; a link going down takes it down at once.
+//!
+//! A failed round is confirmed at once: the next round starts as soon as it is decided
+//! instead of an interval later. Each round still fails with the same probability on a
+//! lossy link, so false alarms are as rare as before; a real outage is confirmed in
+//! `down_after` loss deadlines (~150 ms each on a fast path) instead of `down_after`
+//! intervals. Recovery keeps the normal pace.
 
 pub mod rtt;
 
@@ -344,7 +350,7 @@ impl Monitor {
     }
 
     /// Decides finished rounds, oldest first, and returns the transitions they cause.
-    fn settle(&mut self, _now: Instant) -> Vec<Transition> {
+    fn settle(&mut self, now: Instant) -> Vec<Transition> {
         let mut out = Vec::new();
         while let Some(&round) = self.open_rounds.front() {
             let (answered, lost, n) = self.tally(round);
@@ -356,6 +362,9 @@ impl Monitor {
                 break;
             };
             self.open_rounds.pop_front();
+            if !good && self.state != Health::Down && self.link_up {
+                self.next_round = self.next_round.min(now);
+            }
             out.extend(self.count_round(good, answered, n));
             out.extend(self.check_degraded());
         }

@@ -459,7 +459,12 @@ pub fn connect_from(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<TcpStream
 }
 
 /// std has no bind-before-connect: a non-blocking socket, bound, then connect and poll.
-fn connect_bound(src: Ipv4Addr, dst: Ipv4Addr, port: u16, timeout: Duration) -> Option<TcpStream> {
+pub fn connect_bound(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+) -> Option<TcpStream> {
     use std::os::fd::FromRawFd;
     unsafe {
         let fd = libc::socket(

@@ -1,0 +1,293 @@
+//! Failover benchmark (root; builds its own namespace labs):
+//! 1. ISP 1 (primary, tier 1) black-holes all traffic, 10 times: time from the outage to
+//!    the first and to all new LAN connections leaving by ISP 2 (backup), for multiwan with
+//!    its defaults and for a naive monitor (a shell loop of `ping` every second that
+//!    switches the default route and flushes conntrack after 3 losses), same lab, same run.
+//! 2. The daemon's CPU and peak RSS while probing 4 uplinks x 2 targets for a minute.
+//!
+//! Run: `cargo bench --bench failover`.
+
+#[path = "../tests/lab/mod.rs"]
+mod lab;
+
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lab::{ECHO, ECHO_PORT, LAN_CLIENT, Lab, uplink_addr};
+
+const TRIALS: usize = 10;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmarks run with `cargo bench --bench failover`");
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: the failover benchmark needs root");
+        return;
+    }
+    let has_ping = Command::new("ping")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_ping,
+        "the naive baseline needs ping (apt-get install iputils-ping)"
+    );
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let ours = multiwan_trials(&lab);
+    let naive = naive_trials(&lab);
+    report(&ours, &naive);
+    drop(lab);
+    resources();
+}
+
+/// One outage: (to first, to all) new connections via the backup.
+type Trial = (Duration, Duration);
+
+const CONFIG: &str = "lan_interfaces: [lan0]
+uplinks:
+  - {name: primary, interface: wan1, gateway: 100.64.1.1, tier: 1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+  - {name: backup, interface: wan2, gateway: 100.64.2.1, tier: 2, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+";
+
+fn multiwan_trials(lab: &Lab) -> Vec<Trial> {
+    let path = lab.file("failover.yaml", CONFIG);
+    let daemon = lab.daemon(&path);
+    let mut out = Vec::new();
+    for i in 0..TRIALS {
+        wait_all_via(lab, uplink_addr(1), Duration::from_secs(15));
+        let trial = outage(lab, i);
+        lab.blackhole(1, false);
+        out.push(trial);
+    }
+    drop(daemon);
+    lab.multiwan_ok(&["cleanup", "-c", &path.to_string_lossy()]);
+    out
+}
+
+/// What the tutorials do: ping the primary's gateway side every second, and after three
+/// losses in a row point the default route at the backup and flush conntrack.
+const NAIVE: &str = r#"
+fails=0
+while true; do
+  if ping -c1 -W1 -I wan1 198.51.100.1 >/dev/null 2>&1; then fails=0; else fails=$((fails+1)); fi
+  if [ "$fails" -ge 3 ]; then
+    ip route replace default via 100.64.2.1 dev wan2
+    conntrack -F >/dev/null 2>&1
+    exit 0
+  fi
+  sleep 1
+done
+"#;
+
+fn naive_trials(lab: &Lab) -> Vec<Trial> {
+    for wan in ["wan1", "wan2"] {
+        lab.exec_ok(
+            "rt",
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                wan,
+                "-j",
+                "MASQUERADE",
+            ],
+        );
+    }
+    let mut out = Vec::new();
+    for i in 0..TRIALS {
+        lab.ip(
+            "rt",
+            &[
+                "route",
+                "replace",
+                "default",
+                "via",
+                "100.64.1.1",
+                "dev",
+                "wan1",
+            ],
+        );
+        lab.exec_ok("rt", &["conntrack", "-F"]);
+        wait_all_via(lab, uplink_addr(1), Duration::from_secs(5));
+        let mut monitor: Child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("rt"), "bash", "-c", NAIVE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let the loop reach a random phase, as a real outage would.
+        std::thread::sleep(Duration::from_millis(1200));
+        out.push(outage(lab, i));
+        lab.blackhole(1, false);
+        let _ = monitor.kill();
+        let _ = monitor.wait();
+    }
+    out
+}
+
+fn wait_all_via(lab: &Lab, addr: Ipv4Addr, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let seen = lab.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, 5);
+        if seen.iter().all(|s| *s == Some(addr)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("traffic did not return to {addr}");
+}
+
+/// Black-holes ISP 1 after a pseudo-random delay and times new connections (one attempt
+/// every 10 ms, 60 ms connect timeout: the lab's RTT is well under 1 ms) until ten in a row
+/// left by ISP 2.
+fn outage(lab: &Lab, trial: usize) -> Trial {
+    std::thread::sleep(Duration::from_millis(137 * (trial as u64 * 7 % 10)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let path = format!("/var/run/netns/{}", lab.ns("lan"));
+    let flag = stop.clone();
+    let t0 = Instant::now();
+    lab.blackhole(1, true);
+    let client = std::thread::spawn(move || {
+        lab::enter_netns(&path);
+        let mut attempts: Vec<(Duration, bool)> = Vec::new();
+        while !flag.load(Ordering::Relaxed) {
+            let at = t0.elapsed();
+            let via_backup = probe_once() == Some(uplink_addr(2));
+            attempts.push((at, via_backup));
+            let tail = attempts.iter().rev().take(10);
+            if attempts.len() >= 10 && tail.clone().all(|a| a.1) {
+                break;
+            }
+            if at > Duration::from_secs(30) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        attempts
+    });
+    let attempts = client.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let first = attempts.iter().find(|a| a.1).map_or(Duration::MAX, |a| a.0);
+    let last_bad = attempts.iter().rposition(|a| !a.1);
+    let all = match last_bad {
+        Some(i) if i + 1 < attempts.len() => attempts[i + 1].0,
+        Some(_) => Duration::MAX,
+        None => Duration::ZERO,
+    };
+    (first, all)
+}
+
+fn probe_once() -> Option<Ipv4Addr> {
+    let mut s = lab::connect_bound(LAN_CLIENT, ECHO, ECHO_PORT, Duration::from_millis(60))?;
+    s.set_read_timeout(Some(Duration::from_millis(60))).ok()?;
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).trim().parse().ok()
+}
+
+fn stats(v: &[Duration]) -> (f64, f64) {
+    let mut s: Vec<f64> = v.iter().map(Duration::as_secs_f64).collect();
+    s.sort_by(f64::total_cmp);
+    ((s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0, s[s.len() - 1])
+}
+
+fn report(ours: &[Trial], naive: &[Trial]) {
+    let (of, ofw) = stats(&ours.iter().map(|t| t.0).collect::<Vec<_>>());
+    let (oa, oaw) = stats(&ours.iter().map(|t| t.1).collect::<Vec<_>>());
+    let (nf, nfw) = stats(&naive.iter().map(|t| t.0).collect::<Vec<_>>());
+    let (na, naw) = stats(&naive.iter().map(|t| t.1).collect::<Vec<_>>());
+    println!("## Hard outage of the primary, {TRIALS} times (seconds from the outage)");
+    println!(
+        "| monitor | first connection via backup: median | worst | all new connections via backup: median | worst |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| multiwan (defaults: 500 ms, 2 targets, down after 3) | {of:.2} | {ofw:.2} | {oa:.2} | {oaw:.2} |"
+    );
+    println!("| naive loop (ping every 1 s, 3 losses) | {nf:.2} | {nfw:.2} | {na:.2} | {naw:.2} |");
+    println!(
+        "| ratio (naive / multiwan), medians | {:.1}x | | {:.1}x | |",
+        nf / of,
+        na / oa
+    );
+    println!("Every trial, multiwan (first, all): {}", fmt_trials(ours));
+    println!("Every trial, naive (first, all): {}", fmt_trials(naive));
+    println!();
+}
+
+fn fmt_trials(t: &[Trial]) -> String {
+    t.iter()
+        .map(|(a, b)| format!("{:.2}/{:.2}", a.as_secs_f64(), b.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// CPU and peak RSS of `multiwan run` probing 4 uplinks x 2 targets for 60 s.
+fn resources() {
+    let lab = Lab::new(4);
+    let mut text = String::from("lan_interfaces: [lan0]\nuplinks:\n");
+    for n in 1..=4 {
+        text.push_str(&format!(
+            "  - {{name: isp{n}, interface: wan{n}, gateway: 100.64.{n}.1, probe: {{targets: [198.51.100.1, 198.51.100.2]}}}}\n"
+        ));
+    }
+    let daemon = lab.daemon(&lab.file("four.yaml", &text));
+    let pid = daemon.child.id();
+    std::thread::sleep(Duration::from_secs(5));
+    let (own0, kids0) = cpu_ticks(pid);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(60));
+    let (own1, kids1) = cpu_ticks(pid);
+    let secs = t.elapsed().as_secs_f64();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let own = (own1 - own0) as f64 / hz / secs * 100.0;
+    let kids = (kids1 - kids0) as f64 / hz / secs * 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    let sent = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("uplink state changed"))
+        .count();
+    println!("## Daemon cost: 4 uplinks x 2 targets, 500 ms interval, 60 s");
+    println!("| what | value |");
+    println!("|---|---|");
+    println!("| CPU of `multiwan run` itself | {own:.2} % of a core |");
+    println!(
+        "| CPU of the tools it runs (iptables-save, ipset for the 1 s drift check) | {kids:.2} % of a core |"
+    );
+    println!(
+        "| peak RSS (VmHWM) | {:.1} MB |",
+        hwm.parse::<f64>().unwrap_or(0.0) / 1024.0
+    );
+    println!("| state changes during the run (should be 0) | {sent} |");
+}
+
+/// utime+stime of the process, and of its waited-for children, in clock ticks.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14-17 of stat (1-based) are utime, stime, cutime, cstime; `after` starts at 3.
+    (f[11] + f[12], f[13] + f[14])
+}
