@@ -353,27 +353,66 @@ fn address_and_auto_gateway_changes_are_followed() {
     let lab = Lab::new(2);
     lab.start_internet_echo();
     // ISP 2 hands out its gateway by DHCP: a default route of higher metric in main.
-    lab.ip("rt", &["route", "add", "default", "via", "100.64.2.1", "dev", "wan2", "metric", "200"]);
+    lab.ip(
+        "rt",
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            "100.64.2.1",
+            "dev",
+            "wan2",
+            "metric",
+            "200",
+        ],
+    );
     let text = config((50, 50), "").replace("gateway: 100.64.2.1", "gateway: auto");
     let daemon = lab.daemon(&lab.file("multiwan.yaml", &text));
     // A renewal: new address, new gateway.
     lab.ip("isp2", &["addr", "add", "100.64.2.254/24", "dev", "rt"]);
     lab.ip("rt", &["addr", "del", "100.64.2.2/24", "dev", "wan2"]);
     lab.ip("rt", &["addr", "add", "100.64.2.3/24", "dev", "wan2"]);
-    lab.ip("rt", &["route", "replace", "default", "via", "100.64.2.254", "dev", "wan2", "metric", "200"]);
+    lab.ip(
+        "rt",
+        &[
+            "route",
+            "replace",
+            "default",
+            "via",
+            "100.64.2.254",
+            "dev",
+            "wan2",
+            "metric",
+            "200",
+        ],
+    );
     let start = Instant::now();
     loop {
         let rules = lab.exec_ok("rt", &["ip", "rule", "show"]);
         let table = lab.exec_ok("rt", &["ip", "route", "show", "table", "102"]);
-        if rules.contains("from 100.64.2.3 lookup 102") && table.contains("default via 100.64.2.254 dev wan2") {
+        if rules.contains("from 100.64.2.3 lookup 102")
+            && table.contains("default via 100.64.2.254 dev wan2")
+        {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(3), "not followed:\n{rules}{table}\n{}", daemon.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "not followed:\n{rules}{table}\n{}",
+            daemon.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let seen = lab.seen(100);
     assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(seen.contains_key(&Ipv4Addr::new(100, 64, 2, 3)), "isp2 traffic uses the new address: {seen:?}");
+    assert!(
+        seen.contains_key(&Ipv4Addr::new(100, 64, 2, 3)),
+        "isp2 traffic uses the new address: {seen:?}"
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!daemon.log_text().contains("to=down"), "probing follows the new address:\n{}", daemon.log_text());
+    assert!(
+        !daemon.log_text().contains("to=down"),
+        "probing follows the new address:\n{}",
+        daemon.log_text()
+    );
 }
