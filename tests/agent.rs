@@ -416,3 +416,34 @@ fn address_and_auto_gateway_changes_are_followed() {
         daemon.log_text()
     );
 }
+
+#[test]
+fn a_missing_interface_is_reported_and_does_not_stop_the_others() {
+    let ghost = "  - {name: ghost, interface: wan9, gateway: 100.64.9.1, weight: 50, probe: {targets: [198.51.100.1]}}\n";
+    let text = config((50, 50), "").replacen(
+        "lan_interfaces: [lan0, lan1]\nuplinks:\n",
+        &format!("lan_interfaces: [lan0, lan1]\nuplinks:\n{ghost}"),
+        1,
+    );
+    let Some((lab, mut daemon, _)) = start(&text) else {
+        return;
+    };
+    assert!(
+        daemon
+            .log_text()
+            .contains("uplink ghost: interface wan9 does not exist (yet)"),
+        "{}",
+        daemon.log_text()
+    );
+    daemon
+        .wait_for("uplink=ghost from=up to=down", Duration::from_secs(5))
+        .expect("ghost is down");
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = lab.seen(200);
+    assert_eq!(seen.len(), 2, "the real uplinks carry everything: {seen:?}");
+    assert!(
+        !seen.contains_key(&Ipv4Addr::UNSPECIFIED),
+        "no connection failed: {seen:?}"
+    );
+    assert!(daemon.alive());
+}
