@@ -6,13 +6,17 @@
 pub mod agent;
 pub mod config;
 pub mod conntrack;
+pub mod control;
 pub mod events;
 pub mod exec;
 pub mod explain;
 pub mod health;
+pub mod hooks;
 pub mod install;
 pub mod ipset;
+pub mod metrics;
 pub mod netfilter;
+pub mod notify;
 pub mod plan;
 pub mod probe;
 pub mod routing;

@@ -5,19 +5,24 @@
 //! once. Errors at run time are logged and retried, never fatal.
 
 pub mod flush;
+mod status;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, ConfigError, InitialState};
+use crate::control::{self, StatusRequest};
 use crate::events::{self, KernelEvent};
 use crate::health::{Monitor, Settings, Transition};
+use crate::hooks::{self, HookEvent};
 use crate::install::{InstallError, Installer};
+use crate::metrics::{self, Metrics};
 use crate::plan::{Health, Observed, Plan};
 use crate::probe::{ProbeEvent, Prober};
 use crate::routing::KernelView;
@@ -56,10 +61,18 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    let (status_tx, mut status_rx) = tokio::sync::mpsc::channel::<StatusRequest>(16);
+    spawn_services(&agent.config, agent.metrics.clone(), status_tx);
+    if let Err(e) = crate::notify::notify("READY=1") {
+        warn!(error = %e, "could not tell systemd we are ready");
+    }
     loop {
         let wake = tokio::time::Instant::from_std(agent.next_wakeup());
         tokio::select! {
             Some(ev) = probe_rx.recv() => agent.on_probe(ev),
+            Some(reply) = status_rx.recv() => {
+                let _ = reply.send((agent.status(), agent.config.marks));
+            }
             Some(ev) = kernel.recv() => agent.on_kernel(ev),
             _ = tokio::time::sleep_until(wake) => {}
             _ = hup.recv() => agent.reload().await,
@@ -68,8 +81,31 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
         }
         agent.step().await;
     }
+    let _ = crate::notify::notify("STOPPING=1");
     info!("stopping: probing ends, the installed rules stay in place");
     Ok(())
+}
+
+/// The control socket and the metrics endpoint. Failing to open either is logged; the
+/// router keeps routing.
+fn spawn_services(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    status_tx: tokio::sync::mpsc::Sender<StatusRequest>,
+) {
+    let (socket, group) = (config.control.socket.clone(), config.control.group.clone());
+    tokio::spawn(async move {
+        if let Err(e) = control::serve(socket.clone(), group, status_tx).await {
+            error!(socket = %socket.display(), error = %e, "control socket failed: `multiwan status` will not work");
+        }
+    });
+    if let Some(addr) = config.metrics {
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
 }
 
 struct Agent {
@@ -89,6 +125,12 @@ struct Agent {
     next_reconcile: Instant,
     last_warnings: Vec<String>,
     ident: u16,
+    metrics: Arc<Metrics>,
+    started: SystemTime,
+    /// When each uplink entered its current state.
+    since: BTreeMap<String, SystemTime>,
+    /// Each uplink's last transition and when it happened.
+    last: BTreeMap<String, (Transition, SystemTime)>,
 }
 
 impl Agent {
@@ -127,8 +169,13 @@ impl Agent {
             next_reconcile: Instant::now() + RECONCILE_EVERY,
             last_warnings: Vec::new(),
             ident: (std::process::id() as u16).wrapping_mul(31),
+            metrics: Arc::new(Metrics::new()),
+            started: SystemTime::now(),
+            since: BTreeMap::new(),
+            last: BTreeMap::new(),
             config,
         };
+        agent.metrics_marks();
         agent.log_warnings(applied.warnings);
         agent.rebuild_monitors(&BTreeMap::new(), initial);
         agent.sync_links(Instant::now());
@@ -236,6 +283,50 @@ impl Agent {
             self.resync_at = None;
             self.next_reconcile = Instant::now() + RECONCILE_EVERY;
         }
+        for u in &self.plan.uplinks {
+            let stats = self.monitors.get(&u.name).map(Monitor::stats);
+            self.metrics.update_uplink(u, stats.as_ref());
+        }
+    }
+
+    fn metrics_marks(&self) {
+        let marks = self
+            .config
+            .uplinks
+            .iter()
+            .map(|u| (self.config.marks.uplink(u.id), u.name.clone()))
+            .collect();
+        *self.metrics.marks.lock().expect("metrics lock") = marks;
+    }
+
+    /// Records a transition for status, metrics and hooks (hooks run in the background).
+    fn announce(&mut self, t: &Transition) {
+        let now = SystemTime::now();
+        self.since.insert(t.uplink.clone(), now);
+        self.last.insert(t.uplink.clone(), (t.clone(), now));
+        self.metrics.transition(t);
+        let active: Vec<String> = self
+            .health()
+            .into_iter()
+            .filter(|(_, h)| *h != Health::Down)
+            .map(|(n, _)| n)
+            .collect();
+        let interface = self
+            .config
+            .uplink(&t.uplink)
+            .map_or("", |u| u.interface.as_str());
+        let rtt_ms = t.rtt.map(|r| r.as_secs_f64() * 1000.0);
+        let event = HookEvent::uplink(
+            &t.uplink,
+            interface,
+            &t.to.to_string(),
+            &t.from.to_string(),
+            &t.reason,
+            rtt_ms,
+            t.loss,
+            &active,
+        );
+        hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
     }
 
     fn send_probes(&mut self, now: Instant) {
@@ -325,7 +416,9 @@ impl Agent {
         observed.health = self.health();
         let new = Plan::build(&self.config, &observed);
         let started = Instant::now();
-        match netfilter::apply_delta(&self.plan, &new) {
+        let result = netfilter::apply_delta(&self.plan, &new);
+        self.metrics.applied(started.elapsed());
+        match result {
             Ok(script) => {
                 let chains: Vec<&str> = script
                     .lines()
@@ -358,6 +451,9 @@ impl Agent {
                 }
                 Err(e) => warn!(what = %f.what, error = %e, "deleting conntrack entries failed"),
             }
+        }
+        for t in &transitions {
+            self.announce(t);
         }
     }
 
@@ -463,14 +559,19 @@ impl Agent {
                     errors = diagnostics.len(),
                     "reload refused: still running the previous config; the kernel is unchanged"
                 );
+                self.metrics.reloaded(false);
                 return;
             }
             Err(e) => {
                 error!(error = %e, "reload refused: still running the previous config; the kernel is unchanged");
+                self.metrics.reloaded(false);
                 return;
             }
         };
         new.keep_ids_from(&self.config);
+        if new.control.socket != self.config.control.socket || new.metrics != self.config.metrics {
+            warn!("control socket and metrics address changes take effect at the next restart");
+        }
         let states = self.health();
         self.config = new;
         for w in sysctl::enforce(&self.config) {
@@ -482,6 +583,8 @@ impl Agent {
         self.links
             .retain(|i, _| self.config.uplinks.iter().any(|u| &u.interface == i));
         info!(config = %self.path.display(), uplinks = self.config.uplinks.len(), "config reloaded");
+        self.metrics.reloaded(true);
+        self.metrics_marks();
         self.resync().await;
     }
 

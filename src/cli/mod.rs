@@ -6,6 +6,7 @@ mod cleanup;
 mod explain;
 mod plan;
 mod run;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ pub enum Command {
     Cleanup(cleanup::Args),
     /// Run the daemon: install, probe every uplink, fail over and back (root).
     Run(run::Args),
+    /// Show what the running daemon is doing: states, weights, RTT, loss, reasons.
+    Status(status::Args),
 }
 
 /// `-c/--config`, shared by every subcommand that reads the config.
@@ -74,6 +77,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => apply::run(a),
         Command::Cleanup(a) => cleanup::run(a),
         Command::Run(a) => run::run(a),
+        Command::Status(a) => status::run(a),
     }
 }
 

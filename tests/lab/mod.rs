@@ -330,9 +330,24 @@ impl Drop for Daemon {
 }
 
 impl Lab {
+    /// The control socket of this lab's daemons. Namespaces share the file system, so each
+    /// lab keeps its own instead of the default under /run.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
     /// Starts `multiwan run -c config` in the router and waits until it has installed its
-    /// rules.
+    /// rules. A config without a `control:` section gets this lab's socket.
     pub fn daemon(&self, config: &std::path::Path) -> Daemon {
+        let text = std::fs::read_to_string(config).unwrap();
+        if !text.contains("\ncontrol:") {
+            let socket = self.socket();
+            std::fs::write(
+                config,
+                format!("{text}control: {{socket: {}}}\n", socket.display()),
+            )
+            .unwrap();
+        }
         static N: AtomicU32 = AtomicU32::new(0);
         let log = self
             .dir

@@ -1,0 +1,74 @@
+//! The agent's answer to `multiwan status`, built from the plan, the health monitors and
+//! the transitions it has seen.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Agent;
+use crate::control::{LastTransition, PolicyStatus, Status, UplinkStatus};
+use crate::plan::Decision;
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn ms(d: Option<std::time::Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1000.0)
+}
+
+impl Agent {
+    pub(super) fn status(&self) -> Status {
+        let uplinks = self.plan.uplinks.iter().map(|u| {
+            let stats = self.monitors.get(&u.name).map(|m| m.stats());
+            let health = self
+                .monitors
+                .get(&u.name)
+                .map_or(crate::plan::Health::Down, |m| m.state());
+            UplinkStatus {
+                name: u.name.clone(),
+                interface: u.interface.clone(),
+                state: health.to_string(),
+                since_unix: unix(*self.since.get(&u.name).unwrap_or(&self.started)),
+                link_up: self.links.get(&u.interface).copied().unwrap_or(false),
+                weight: u.weight,
+                effective_weight: u.effective_weight,
+                share_percent: u.share * 100.0,
+                rtt_ms: stats.as_ref().and_then(|s| ms(s.rtt)),
+                jitter_ms: stats.as_ref().and_then(|s| ms(s.jitter)),
+                loss_percent: stats.as_ref().map_or(0.0, |s| s.loss * 100.0),
+                probes_sent: stats.as_ref().map_or(0, |s| s.sent),
+                probes_lost: stats.as_ref().map_or(0, |s| s.lost),
+                probes_late: stats.as_ref().map_or(0, |s| s.late),
+                last_transition: self.last.get(&u.name).map(|(t, at)| LastTransition {
+                    from: t.from.to_string(),
+                    to: t.to.to_string(),
+                    reason: t.reason.clone(),
+                    at_unix: unix(*at),
+                }),
+                address: u.address.to_string(),
+                gateway: u.gateway.to_string(),
+                mark: u.mark,
+                table: u.table,
+                connections: None,
+                bytes: None,
+            }
+        });
+        let policies = self.plan.policies.iter().map(|p| PolicyStatus {
+            name: p.name.clone(),
+            target: match &p.decision {
+                Decision::Pinned { uplink } => uplink.clone(),
+                Decision::FallbackBalance { uplink } => format!("balanced ({uplink} is down)"),
+                Decision::FallbackDrop { uplink } => format!("dropped ({uplink} is down)"),
+                Decision::Main => "main table".into(),
+            },
+        });
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config: self.path.display().to_string(),
+            started_unix: unix(self.started),
+            all_down: self.plan.all_down,
+            uplinks: uplinks.collect(),
+            policies: policies.collect(),
+        }
+    }
+}

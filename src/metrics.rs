@@ -1,0 +1,368 @@
+//! Prometheus metrics (`metrics: 127.0.0.1:9273` in the config): typed families from the
+//! Prometheus project's own client crate, updated by the agent, encoded on each scrape.
+//! The HTTP side is a minimal GET /metrics responder on the daemon's runtime.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::health::{Stats, Transition};
+use crate::plan::{Health, UplinkPlan};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UplinkLabel {
+    pub uplink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub uplink: String,
+    pub to: String,
+    /// probes | link | quality
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+type GaugeF = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    up: Family<UplinkLabel, Gauge>,
+    degraded: Family<UplinkLabel, Gauge>,
+    weight: Family<UplinkLabel, GaugeF>,
+    share: Family<UplinkLabel, GaugeF>,
+    rtt: Family<UplinkLabel, GaugeF>,
+    jitter: Family<UplinkLabel, GaugeF>,
+    loss: Family<UplinkLabel, GaugeF>,
+    sent: Family<UplinkLabel, Counter>,
+    lost: Family<UplinkLabel, Counter>,
+    transitions: Family<TransitionLabels, Counter>,
+    marked: Family<UplinkLabel, Counter>,
+    apply_seconds: GaugeF,
+    reloads: Family<ResultLabel, Counter>,
+    /// Last seen totals, to turn the monitors' and rules' running totals into increments.
+    seen: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Mark value to uplink name, for the rule counters.
+    pub marks: Mutex<HashMap<u32, String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            up: Family::default(),
+            degraded: Family::default(),
+            weight: Family::default(),
+            share: Family::default(),
+            rtt: Family::default(),
+            jitter: Family::default(),
+            loss: Family::default(),
+            sent: Family::default(),
+            lost: Family::default(),
+            transitions: Family::default(),
+            marked: Family::default(),
+            apply_seconds: GaugeF::default(),
+            reloads: Family::default(),
+            seen: Mutex::new(HashMap::new()),
+            marks: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        r.register(
+            "multiwan_uplink_up",
+            "1 when the uplink is up or degraded",
+            m.up.clone(),
+        );
+        r.register(
+            "multiwan_uplink_degraded",
+            "1 when the uplink is degraded",
+            m.degraded.clone(),
+        );
+        r.register(
+            "multiwan_uplink_effective_weight",
+            "Weight after tiers, degradation and failover",
+            m.weight.clone(),
+        );
+        r.register(
+            "multiwan_uplink_share_ratio",
+            "Share of new balanced connections",
+            m.share.clone(),
+        );
+        r.register(
+            "multiwan_uplink_rtt_seconds",
+            "Mean probe round-trip time over the recent window",
+            m.rtt.clone(),
+        );
+        r.register(
+            "multiwan_uplink_jitter_seconds",
+            "Mean difference of consecutive round-trip times",
+            m.jitter.clone(),
+        );
+        r.register(
+            "multiwan_uplink_loss_ratio",
+            "Probe loss over the recent window",
+            m.loss.clone(),
+        );
+        r.register("multiwan_probes_sent", "Probes sent", m.sent.clone());
+        r.register(
+            "multiwan_probes_lost",
+            "Probes lost (or answered too late)",
+            m.lost.clone(),
+        );
+        r.register(
+            "multiwan_transitions",
+            "Uplink state changes",
+            m.transitions.clone(),
+        );
+        r.register(
+            "multiwan_connections_marked",
+            "New connections sent to the uplink by balancing or a policy",
+            m.marked.clone(),
+        );
+        r.register(
+            "multiwan_last_apply_duration_seconds",
+            "Duration of the last rule change",
+            m.apply_seconds.clone(),
+        );
+        r.register(
+            "multiwan_config_reloads",
+            "Config reloads by result",
+            m.reloads.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    fn label(uplink: &str) -> UplinkLabel {
+        UplinkLabel {
+            uplink: uplink.to_string(),
+        }
+    }
+
+    /// Adds to a counter what a running total grew by since the last call.
+    fn advance(&self, counter: &Counter, key: (String, &'static str), total: u64) {
+        let mut seen = self.seen.lock().expect("metrics lock");
+        let last = seen.insert(key, total).unwrap_or(0);
+        // A total that went down was reset (chain swapped, monitor rebuilt): count afresh.
+        counter.inc_by(if total >= last { total - last } else { total });
+    }
+
+    pub fn update_uplink(&self, plan: &UplinkPlan, stats: Option<&Stats>) {
+        let l = Self::label(&plan.name);
+        let state = stats.map_or(plan.health, |s| s.state);
+        self.up
+            .get_or_create(&l)
+            .set(i64::from(state != Health::Down));
+        self.degraded
+            .get_or_create(&l)
+            .set(i64::from(state == Health::Degraded));
+        self.weight.get_or_create(&l).set(plan.effective_weight);
+        self.share.get_or_create(&l).set(plan.share);
+        let Some(s) = stats else { return };
+        self.rtt
+            .get_or_create(&l)
+            .set(s.rtt.map_or(0.0, |d| d.as_secs_f64()));
+        self.jitter
+            .get_or_create(&l)
+            .set(s.jitter.map_or(0.0, |d| d.as_secs_f64()));
+        self.loss.get_or_create(&l).set(s.loss);
+        self.advance(
+            &self.sent.get_or_create(&l),
+            (plan.name.clone(), "sent"),
+            s.sent,
+        );
+        self.advance(
+            &self.lost.get_or_create(&l),
+            (plan.name.clone(), "lost"),
+            s.lost,
+        );
+    }
+
+    pub fn transition(&self, t: &Transition) {
+        let cause = if t.reason.starts_with("link") {
+            "link"
+        } else if t.reason.contains("rounds in a row") {
+            "probes"
+        } else {
+            "quality"
+        };
+        let labels = TransitionLabels {
+            uplink: t.uplink.clone(),
+            to: t.to.to_string(),
+            cause: cause.into(),
+        };
+        self.transitions.get_or_create(&labels).inc();
+    }
+
+    pub fn applied(&self, took: Duration) {
+        self.apply_seconds.set(took.as_secs_f64());
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Reads the packet counters of the rules that mark new connections.
+    fn read_marked(&self) {
+        let Ok(save) = crate::exec::run_ok("iptables-save", &["-c", "-t", "mangle"], None) else {
+            return;
+        };
+        let mut totals: HashMap<String, u64> = HashMap::new();
+        let marks = self.marks.lock().expect("metrics lock").clone();
+        for line in save
+            .lines()
+            .filter(|l| l.contains("-A MULTIWAN_BALANCE ") || l.contains("-A MULTIWAN_POLICY "))
+        {
+            let packets = line
+                .strip_prefix('[')
+                .and_then(|l| l.split(':').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            let mark = line
+                .split("--set-xmark ")
+                .nth(1)
+                .and_then(|m| m.split('/').next())
+                .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok());
+            if let (Some(p), Some(uplink)) = (packets, mark.and_then(|m| marks.get(&m))) {
+                *totals.entry(uplink.clone()).or_insert(0) += p;
+            }
+        }
+        for (uplink, total) in totals {
+            self.advance(
+                &self.marked.get_or_create(&Self::label(&uplink)),
+                (uplink, "marked"),
+                total,
+            );
+        }
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        self.read_marked();
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves GET /metrics on `addr` until the runtime ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    info!(%addr, "metrics endpoint listening");
+    loop {
+        let (mut stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "metrics accept failed");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut len = 0;
+            while len < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[len..]))
+                    .await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => len += n,
+                }
+                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let request = String::from_utf8_lossy(&buf[..len]);
+            let response = match request
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["GET", path] if path.split('?').next() == Some("/metrics") => {
+                    let body = tokio::task::spawn_blocking(move || metrics.encode())
+                        .await
+                        .unwrap_or_default();
+                    http(
+                        200,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        &body,
+                    )
+                }
+                ["GET", _] => http(404, "text/plain", "multiwan serves /metrics\n"),
+                _ => http(405, "text/plain", "only GET /metrics\n"),
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+fn http(code: u16, content_type: &str, body: &str) -> String {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_prometheus_names() {
+        let m = Metrics::new();
+        let t = Transition {
+            uplink: "isp1".into(),
+            from: Health::Up,
+            to: Health::Down,
+            reason: "3 failed rounds in a row".into(),
+            loss: 1.0,
+            rtt: None,
+        };
+        m.transition(&t);
+        m.reloaded(true);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "multiwan_transitions_total{uplink=\"isp1\",to=\"down\",cause=\"probes\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("multiwan_config_reloads_total{result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE multiwan_last_apply_duration_seconds gauge"),
+            "{text}"
+        );
+    }
+}
