@@ -32,3 +32,57 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     validate::Checker::new(text, file).run()
 }
+
+/// Every key of the config file, as `section.key` paths (`uplinks[].probe.interval`), read
+/// from the parser itself so that documentation can be checked against it.
+pub fn schema_keys() -> Vec<String> {
+    use raw::*;
+    let mut keys: Vec<String> = validate::TOP_KEYS.iter().map(|k| k.to_string()).collect();
+    let sections: [(&str, Vec<String>); 7] = [
+        ("uplinks[]", fields::<RawUplink>()),
+        ("uplinks[].probe", fields::<RawProbe>()),
+        ("uplinks[].probe.degraded", fields::<RawDegraded>()),
+        ("policies[]", fields::<RawPolicy>()),
+        ("policies[].match", fields::<RawMatch>()),
+        ("nat", fields::<RawNat>()),
+        ("control", fields::<RawControl>()),
+    ];
+    for (section, names) in sections {
+        keys.extend(names.iter().map(|n| format!("{section}.{n}")));
+    }
+    keys
+}
+
+/// The fields serde expects for `T`, taken from its unknown-field error: every
+/// backticked name after "expected".
+fn fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let err = match serde_norway::from_str::<T>("__no_such_key__: 1") {
+        Err(e) => e.to_string(),
+        Ok(_) => return Vec::new(),
+    };
+    let list = err.split_once("expected").map_or("", |(_, rest)| rest);
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod schema_tests {
+    #[test]
+    fn schema_lists_nested_keys() {
+        let keys = super::schema_keys();
+        for k in [
+            "lan_interfaces",
+            "uplinks[].gateway",
+            "uplinks[].probe.quorum",
+            "uplinks[].probe.degraded.weight_factor",
+            "policies[].match.destination_set",
+            "control.group",
+            "nat.masquerade",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
+        }
+    }
+}

@@ -19,7 +19,7 @@ use super::path::FieldPath;
 use super::raw::*;
 use super::values::{HexU32, Net, OneOrMany, Span};
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "lan_interfaces",
     "uplinks",
     "policies",
