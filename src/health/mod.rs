@@ -464,6 +464,13 @@ impl Monitor {
             loss: self.loss(),
             rtt: self.rtt(),
         };
+        if t.from == Health::Down {
+            // The outage's lost probes say nothing about the path now: judge loss afresh,
+            // or every recovery would be followed by a spurious `degraded`.
+            for target in &mut self.targets {
+                target.outcomes.clear();
+            }
+        }
         self.state = to;
         Some(t)
     }

@@ -287,3 +287,17 @@ fn initially_down_comes_up_after_good_rounds() {
     let up = sim.first(Health::Up).expect("comes up");
     assert!(up >= ms(1_900) && up <= ms(2_200), "{up:?}");
 }
+
+#[test]
+fn recovery_is_not_followed_by_degraded_from_the_outage_losses() {
+    let mut s = settings(&[T1, T2]);
+    s.degraded = Some(Degraded {
+        loss: Some(0.2),
+        latency: None,
+        weight_factor: 0.25,
+    });
+    let mut sim = Sim::new(s, Health::Up, outage(ms(5_000), ms(10_000)));
+    sim.run_until(ms(30_000));
+    let states: Vec<Health> = sim.log.iter().map(|(_, t)| t.to).collect();
+    assert_eq!(states, vec![Health::Down, Health::Up], "{:?}", sim.log);
+}
