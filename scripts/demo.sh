@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # multiwan in two minutes, on any Linux machine, with no router and no second ISP:
 #
-#   sudo scripts/demo.sh
+#   scripts/demo.sh          (as root; or: sudo scripts/demo.sh)
 #
 # Builds multiwan, creates a lab of network namespaces (a LAN, the router, two ISPs and an
 # "internet"; the host's own network is never touched), runs `multiwan run` with
@@ -23,7 +23,7 @@ step() { printf '\n%s== %s ==%s\n' "$bold" "$*" "$off"; }
 ok() { printf '%s  ok:%s %s\n' "$green" "$off" "$*"; }
 bad() { printf '%s  NOT AS EXPECTED:%s %s\n' "$red" "$off" "$*"; failures=$((failures + 1)); }
 
-[ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it builds network namespaces): sudo $0" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it builds network namespaces), e.g. sudo $0" >&2; exit 1; }
 
 missing=()
 for pair in ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack socat:socat; do
