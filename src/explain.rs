@@ -25,6 +25,8 @@ pub struct Packet {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Route {
     Uplink(String),
+    /// A port forward's DNAT to this backend.
+    Backend(String),
     Main,
     Unreachable,
     Dropped,
@@ -56,11 +58,13 @@ struct Branch {
     probability: f64,
     mark: u32,
     dropped: bool,
+    dnat: Option<String>,
     trail: Vec<String>,
 }
 
 struct Walker<'a> {
     plan: &'a Plan,
+    table: &'a crate::plan::TablePlan,
     config: &'a Config,
     packet: &'a Packet,
     notes: Vec<String>,
@@ -69,6 +73,7 @@ struct Walker<'a> {
 pub fn explain(config: &Config, plan: &Plan, packet: &Packet) -> Explanation {
     let mut w = Walker {
         plan,
+        table: &plan.mangle,
         config,
         packet,
         notes: Vec::new(),
@@ -77,6 +82,7 @@ pub fn explain(config: &Config, plan: &Plan, packet: &Packet) -> Explanation {
         probability: 1.0,
         mark: 0,
         dropped: false,
+        dnat: None,
         trail: Vec::new(),
     };
     let branches = w.run(CHAIN_PREROUTING, start);
@@ -150,13 +156,13 @@ fn verdict(routes: &[(Route, f64)]) -> String {
 impl Walker<'_> {
     /// Runs a chain; returns the branches that leave it (returned, fell off, or dropped).
     fn run(&mut self, chain: &str, branch: Branch) -> Vec<Branch> {
-        let Some(rules) = self.plan.mangle.chain(chain).map(|c| c.rules.clone()) else {
+        let Some(rules) = self.table.chain(chain).map(|c| c.rules.clone()) else {
             return vec![branch];
         };
         let mut pending = vec![(0usize, branch)];
         let mut out = Vec::new();
         while let Some((i, mut b)) = pending.pop() {
-            if b.dropped || i == rules.len() {
+            if b.dropped || b.dnat.is_some() || i == rules.len() {
                 out.push(b);
                 continue;
             }
@@ -178,9 +184,13 @@ impl Walker<'_> {
                     b.dropped = true;
                     out.push(b);
                 }
+                Target::Dnat(to) => {
+                    b.dnat = Some(to.clone());
+                    out.push(b);
+                }
                 Target::Jump(next) => {
                     for r in self.run(next, b) {
-                        if r.dropped {
+                        if r.dropped || r.dnat.is_some() {
                             out.push(r);
                         } else {
                             pending.push((i + 1, r));
@@ -205,6 +215,8 @@ impl Walker<'_> {
         for m in &rule.matches {
             match m {
                 Match::Random(q) => p *= q,
+                // Every nth connection reaching the rule: a share of 1/n of them.
+                Match::EveryNth(n) => p /= f64::from(*n),
                 other => {
                     if !self.matches_one(other, b) {
                         return None;
@@ -232,7 +244,9 @@ impl Walker<'_> {
                 negated,
             } => ((b.mark & mask) == *value) != *negated,
             Match::NewConnection { negated } => !negated,
-            Match::Random(_) => true,
+            Match::Random(_) | Match::EveryNth(_) => true,
+            Match::SourceInSet(name) => self.set_contains(name, pkt.src),
+            Match::DnatConnection => false,
         }
     }
 
@@ -257,16 +271,21 @@ impl Walker<'_> {
     }
 
     fn in_set(&mut self, name: &str) -> bool {
+        let dst = self.packet.dst;
+        self.set_contains(name, dst)
+    }
+
+    fn set_contains(&mut self, name: &str, ip: Ipv4Addr) -> bool {
         let Some(set) = self.plan.sets.iter().find(|s| s.name == name) else {
             return false;
         };
         match &set.networks {
-            Resolved::Known(nets) => nets.iter().any(|n| n.contains(&self.packet.dst)),
-            Resolved::Unknown(_) => {
-                self.notes.push(format!(
-                    "assumed {} is not on a connected network (those are read from the kernel when multiwan runs)",
-                    self.packet.dst
-                ));
+            Resolved::Known(nets) => nets.iter().any(|n| n.contains(&ip)),
+            Resolved::Unknown(what) => {
+                let note = format!("assumed {ip} is not in {name} ({what})");
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
+                }
                 false
             }
         }
@@ -287,6 +306,9 @@ impl Walker<'_> {
                     b.trail.push("no policy matches".into());
                 }
                 self.balance_line()
+            }
+            Origin::Forward(i) => {
+                format!("port forward {} matches", self.config.port_forwards[i].name)
             }
             Origin::Plumbing => return,
         };
@@ -343,6 +365,9 @@ impl Walker<'_> {
     }
 
     fn route_of(&self, b: &Branch) -> Route {
+        if let Some(to) = &b.dnat {
+            return Route::Backend(to.clone());
+        }
         if b.dropped {
             return Route::Dropped;
         }
@@ -382,5 +407,96 @@ impl Walker<'_> {
             "{name}: mark {:#x} -> ip rule {} -> table {}: {via}",
             u.mark, rule.priority, u.table
         ))
+    }
+}
+
+/// Where a new connection from the internet to `dport` on an uplink goes: the backends of
+/// the matching port forward with their shares, walked through the plan's nat rules.
+pub fn explain_forward(
+    config: &Config,
+    plan: &Plan,
+    uplink: &str,
+    protocol: Protocol,
+    dport: u16,
+) -> Explanation {
+    let Some(u) = config.uplink(uplink) else {
+        return Explanation {
+            verdict: format!("no uplink named {uplink}"),
+            routes: Vec::new(),
+            reasons: Vec::new(),
+        };
+    };
+    let packet = Packet {
+        src: Ipv4Addr::new(192, 0, 2, 1),
+        dst: plan
+            .uplink(uplink)
+            .and_then(|p| p.address.known().copied())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        protocol,
+        sport: None,
+        dport: Some(dport),
+        in_interface: u.interface.clone(),
+    };
+    let mut w = Walker {
+        plan,
+        table: &plan.nat,
+        config,
+        packet: &packet,
+        notes: Vec::new(),
+    };
+    let start = Branch {
+        probability: 1.0,
+        mark: 0,
+        dropped: false,
+        dnat: None,
+        trail: Vec::new(),
+    };
+    let mut shares: Vec<(String, f64)> = Vec::new();
+    let mut reasons = Vec::new();
+    for b in w.run(crate::plan::CHAIN_DNAT, start) {
+        for line in &b.trail {
+            if !reasons.contains(line) {
+                reasons.push(line.clone());
+            }
+        }
+        if let Some(to) = b.dnat {
+            match shares.iter_mut().find(|(t, _)| *t == to) {
+                Some(s) => s.1 += b.probability,
+                None => shares.push((to, b.probability)),
+            }
+        }
+    }
+    shares.sort_by(|a, b| a.0.cmp(&b.0));
+    let verdict = if shares.is_empty() {
+        format!(
+            "not forwarded: no port forward for {} {dport} on {uplink} (the router itself receives it)",
+            protocol.name()
+        )
+    } else {
+        let parts: Vec<String> = shares
+            .iter()
+            .map(|(t, p)| format!("{t} {:.1} %", p * 100.0))
+            .collect();
+        format!("backends: {}", parts.join(", "))
+    };
+    for f in &plan.forwards {
+        if f.all_down
+            && reasons
+                .iter()
+                .any(|r| r == &format!("port forward {} matches", f.name))
+        {
+            reasons.push(format!(
+                "every backend of {} is down: all are kept in rotation",
+                f.name
+            ));
+        }
+    }
+    reasons.push(format!(
+        "the reply leaves by {uplink}: the connection's CONNMARK is set on arrival"
+    ));
+    Explanation {
+        verdict,
+        routes: Vec::new(),
+        reasons,
     }
 }

@@ -21,11 +21,15 @@ pub struct Args {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Source address (a LAN host).
-    #[arg(long)]
-    pub src: Ipv4Addr,
+    #[arg(long, required_unless_present = "from_wan")]
+    pub src: Option<Ipv4Addr>,
     /// Destination address.
-    #[arg(long)]
-    pub dst: Ipv4Addr,
+    #[arg(long, required_unless_present = "from_wan")]
+    pub dst: Option<Ipv4Addr>,
+    /// Explain a connection arriving from the internet on this uplink (port forwards);
+    /// needs --dport.
+    #[arg(long, value_name = "UPLINK", requires = "dport", conflicts_with_all = ["src", "dst"])]
+    pub from_wan: Option<String>,
     #[arg(long, value_enum, default_value = "tcp")]
     pub proto: Proto,
     /// Destination port.
@@ -52,17 +56,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let plan = Plan::build(&config, &observed);
+    let protocol = match args.proto {
+        Proto::Tcp => Protocol::Tcp,
+        Proto::Udp => Protocol::Udp,
+        Proto::Icmp => Protocol::Icmp,
+    };
+    if let Some(uplink) = &args.from_wan {
+        let dport = args.dport.expect("clap requires --dport with --from-wan");
+        println!(
+            "{}",
+            multiwan::explain::explain_forward(&config, &plan, uplink, protocol, dport).text()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let in_interface = args
         .from_lan
         .unwrap_or_else(|| config.lan_interfaces[0].clone());
     let packet = Packet {
-        src: args.src,
-        dst: args.dst,
-        protocol: match args.proto {
-            Proto::Tcp => Protocol::Tcp,
-            Proto::Udp => Protocol::Udp,
-            Proto::Icmp => Protocol::Icmp,
-        },
+        src: args.src.expect("clap requires --src"),
+        dst: args.dst.expect("clap requires --dst"),
+        protocol,
         sport: args.sport,
         dport: args.dport,
         in_interface,

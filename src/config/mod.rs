@@ -2,6 +2,7 @@
 //! the rest of multiwan can trust. Every problem is reported at once with its position.
 
 mod error;
+mod forwards;
 mod locate;
 mod model;
 pub mod names;
@@ -38,7 +39,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 pub fn schema_keys() -> Vec<String> {
     use raw::*;
     let mut keys: Vec<String> = validate::TOP_KEYS.iter().map(|k| k.to_string()).collect();
-    let sections: [(&str, Vec<String>); 7] = [
+    let sections: [(&str, Vec<String>); 10] = [
         ("uplinks[]", fields::<RawUplink>()),
         ("uplinks[].probe", fields::<RawProbe>()),
         ("uplinks[].probe.degraded", fields::<RawDegraded>()),
@@ -46,6 +47,12 @@ pub fn schema_keys() -> Vec<String> {
         ("policies[].match", fields::<RawMatch>()),
         ("nat", fields::<RawNat>()),
         ("control", fields::<RawControl>()),
+        ("port_forwards[]", fields::<RawForward>()),
+        (
+            "port_forwards[].to[]",
+            vec!["address".into(), "port".into(), "weight".into()],
+        ),
+        ("port_forwards[].health_check", fields::<RawHealthCheck>()),
     ];
     for (section, names) in sections {
         keys.extend(names.iter().map(|n| format!("{section}.{n}")));

@@ -28,6 +28,67 @@ pub struct Config {
     pub hooks: Vec<PathBuf>,
     #[serde(with = "duration_ms")]
     pub hook_timeout: Duration,
+    pub port_forwards: Vec<PortForward>,
+}
+
+/// A LAN service published on uplinks: DNAT to one live backend per new connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PortForward {
+    pub name: String,
+    pub protocol: Protocol,
+    pub ports: PortRange,
+    /// Names of the uplinks it is published on.
+    pub uplinks: Vec<String>,
+    pub backends: Vec<Backend>,
+    pub balance: ForwardBalance,
+    pub health: Option<BackendCheck>,
+    pub hairpin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backend {
+    pub address: Ipv4Addr,
+    /// None: the public port (the same port, or each port of a range).
+    pub port: Option<u16>,
+    pub weight: u32,
+}
+
+impl Backend {
+    /// `10.0.0.11` or `10.0.0.11:8443`, as DNAT and logs write it.
+    pub fn target(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.address),
+            None => self.address.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardBalance {
+    /// Consecutive connections go to the backends in turn (weights are not used).
+    #[default]
+    RoundRobin,
+    /// Each connection picks a backend at random, following the weights exactly.
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Tcp,
+    None,
+}
+
+/// How backends are checked: TCP connect from the router.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendCheck {
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    pub down_after: u32,
+    pub up_after: u32,
 }
 
 impl Config {

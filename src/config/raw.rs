@@ -82,3 +82,66 @@ pub struct RawControl {
     pub socket: Option<PathBuf>,
     pub group: Option<String>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    pub name: String,
+    pub protocol: super::Protocol,
+    pub port: PortRange,
+    pub uplinks: Option<OneOrMany<String>>,
+    pub to: OneOrMany<RawBackend>,
+    pub balance: Option<super::ForwardBalance>,
+    pub health_check: Option<RawHealthCheck>,
+    pub hairpin: Option<bool>,
+}
+
+/// A backend: an address, or `{address, port, weight}`.
+#[derive(Debug)]
+pub struct RawBackend {
+    pub address: std::net::Ipv4Addr,
+    pub port: Option<PortRange>,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendFull {
+    address: std::net::Ipv4Addr,
+    port: Option<PortRange>,
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_norway::Value::deserialize(d)? {
+            serde_norway::Value::String(s) => s
+                .parse()
+                .map(|address| RawBackend {
+                    address,
+                    port: None,
+                    weight: None,
+                })
+                .map_err(|_| D::Error::custom(format!("`{s}` is not an IPv4 address"))),
+            v => {
+                let full = RawBackendFull::deserialize(v).map_err(D::Error::custom)?;
+                Ok(RawBackend {
+                    address: full.address,
+                    port: full.port,
+                    weight: full.weight,
+                })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub kind: Option<super::CheckKind>,
+    pub interval: Option<Span>,
+    pub timeout: Option<Span>,
+    pub down_after: Option<u32>,
+    pub up_after: Option<u32>,
+}

@@ -35,10 +35,11 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "metrics",
     "hooks",
     "hook_timeout",
+    "port_forwards",
 ];
 
 /// Collects diagnostics while reading one file.
-pub struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     file: &'a str,
     /// Built on the first error only: a valid file never pays for a second parse.
@@ -76,7 +77,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
         let pos = self
             .locator
             .get_or_init(|| Locator::new(self.text))
@@ -188,7 +189,7 @@ impl<'a> Checker<'a> {
 
     /// Deserializes each item of a top-level list on its own; also returns each item's
     /// `name`, if it has one, so that references to a broken item are not reported again.
-    fn list<T: DeserializeOwned>(
+    pub(super) fn list<T: DeserializeOwned>(
         &mut self,
         top: &BTreeMap<String, Value>,
         key: &str,
@@ -235,6 +236,7 @@ impl<'a> Checker<'a> {
         let metrics = self.metrics(top);
         let hooks = self.hooks(top);
         let hook_timeout = self.hook_timeout(top);
+        let port_forwards = self.port_forwards(top, &uplinks);
         Config {
             lan_interfaces,
             uplinks,
@@ -251,6 +253,7 @@ impl<'a> Checker<'a> {
             metrics,
             hooks,
             hook_timeout,
+            port_forwards,
         }
     }
 
@@ -532,7 +535,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn count(&mut self, value: Option<u32>, default: u32, p: &FieldPath) -> u32 {
+    pub(super) fn count(&mut self, value: Option<u32>, default: u32, p: &FieldPath) -> u32 {
         let v = value.unwrap_or(default);
         if !(1..=100).contains(&v) {
             self.error(p, format!("{v} is out of range 1..=100"));

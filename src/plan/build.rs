@@ -22,18 +22,20 @@ pub fn build(config: &Config, observed: &Observed) -> Plan {
     let states = balance::effective_health(config, |u| observed.health_of(config, u));
     let balance = balance::balance(config, &states);
     let policies = decide_policies(config, &states);
+    let forwards = forward::forward_plans(config, observed);
     Plan {
         marks: config.marks,
         all_down,
         uplinks: uplink_plans(config, observed, &observed_health, &balance),
         mangle: mangle(config, &balance, &policies),
-        nat: nat(config),
-        jumps: jumps(),
+        nat: nat(config, &forwards),
+        jumps: jumps(config),
         ip_rules: ip_rules(config, observed),
         routes: routes(config, observed),
         sets: sets(config, observed),
         balance,
         policies,
+        forwards,
     }
 }
 
@@ -335,8 +337,8 @@ fn balance_rules(config: &Config, balance: &Balance) -> Vec<Rule> {
         .collect()
 }
 
-fn nat(config: &Config) -> TablePlan {
-    let rules = if config.masquerade {
+fn nat(config: &Config, forwards: &[ForwardPlan]) -> TablePlan {
+    let mut rules: Vec<Rule> = if config.masquerade {
         config
             .uplinks
             .iter()
@@ -351,17 +353,25 @@ fn nat(config: &Config) -> TablePlan {
     } else {
         Vec::new()
     };
+    rules.extend(forward::hairpin_masquerade(config));
+    let mut chains = vec![Chain {
+        name: CHAIN_POSTROUTING.into(),
+        rules,
+    }];
+    if !config.port_forwards.is_empty() {
+        chains.push(forward::dnat_chain(config));
+        for (i, (f, p)) in config.port_forwards.iter().zip(forwards).enumerate() {
+            chains.push(forward::backend_chain(i, f, p));
+        }
+    }
     TablePlan {
         name: "nat".into(),
-        chains: vec![Chain {
-            name: CHAIN_POSTROUTING.into(),
-            rules,
-        }],
+        chains,
     }
 }
 
-fn jumps() -> Vec<Jump> {
-    vec![
+fn jumps(config: &Config) -> Vec<Jump> {
+    let mut out = vec![
         Jump {
             table: "mangle".into(),
             from: "PREROUTING".into(),
@@ -372,7 +382,15 @@ fn jumps() -> Vec<Jump> {
             from: "POSTROUTING".into(),
             to: CHAIN_POSTROUTING.into(),
         },
-    ]
+    ];
+    if !config.port_forwards.is_empty() {
+        out.push(Jump {
+            table: "nat".into(),
+            from: "PREROUTING".into(),
+            to: CHAIN_DNAT.into(),
+        });
+    }
+    out
 }
 
 /// Main's specific routes first (LAN, connected networks, a VPN), then the router's own
@@ -454,6 +472,37 @@ fn sets(config: &Config, observed: &Observed) -> Vec<IpSet> {
         out.push(IpSet {
             name: format!("{SET_PREFIX}{}", s.name),
             networks: Resolved::Known(s.networks.clone()),
+        });
+    }
+    if config.port_forwards.iter().any(|f| f.hairpin) {
+        // Online (connected is known) the set holds the addresses found so far.
+        let addresses: Option<Vec<ipnet::Ipv4Net>> = observed.connected.as_ref().map(|_| {
+            config
+                .uplinks
+                .iter()
+                .filter_map(|u| {
+                    observed
+                        .addresses
+                        .get(&u.name)
+                        .map(|a| ipnet::Ipv4Net::from(*a))
+                })
+                .collect()
+        });
+        out.push(IpSet {
+            name: WAN_ADDRESSES_SET.into(),
+            networks: match addresses {
+                Some(a) => Resolved::Known(a),
+                None => Resolved::Unknown("the uplinks' addresses, read from the kernel".into()),
+            },
+        });
+        out.push(IpSet {
+            name: LAN_NETWORKS_SET.into(),
+            networks: match &observed.lan_networks {
+                Some(n) => Resolved::Known(n.clone()),
+                None => {
+                    Resolved::Unknown("the LAN interfaces' networks, read from the kernel".into())
+                }
+            },
         });
     }
     out

@@ -3,6 +3,7 @@
 
 mod balance;
 mod build;
+pub mod forward;
 mod render;
 pub mod routing;
 pub mod rules;
@@ -26,6 +27,14 @@ pub const CHAIN_LAN: &str = "MULTIWAN_LAN";
 pub const CHAIN_POLICY: &str = "MULTIWAN_POLICY";
 pub const CHAIN_BALANCE: &str = "MULTIWAN_BALANCE";
 pub const CHAIN_POSTROUTING: &str = "MULTIWAN_POSTROUTING";
+pub const CHAIN_DNAT: &str = "MULTIWAN_DNAT";
+/// Prefix of each port forward's chain (`MULTIWAN_FWD_<name>`, at most 28 characters).
+pub const CHAIN_FORWARD_PREFIX: &str = "MULTIWAN_FWD_";
+/// The uplinks' own addresses (hairpin: LAN clients using a public address). A `.` cannot
+/// appear in config set names, so these cannot clash with them.
+pub const WAN_ADDRESSES_SET: &str = "multiwan_wan.addrs";
+/// The networks of the LAN interfaces (hairpin connections are masqueraded on the LAN).
+pub const LAN_NETWORKS_SET: &str = "multiwan_lan.nets";
 /// Every chain multiwan owns starts with this.
 pub const CHAIN_PREFIX: &str = "MULTIWAN_";
 /// Every ipset multiwan owns starts with this.
@@ -98,6 +107,10 @@ pub struct Observed {
     pub gateways: BTreeMap<String, Ipv4Addr>,
     /// Connected and local networks; None when planning offline.
     pub connected: Option<Vec<Ipv4Net>>,
+    /// Networks on the LAN interfaces; None when planning offline.
+    pub lan_networks: Option<Vec<Ipv4Net>>,
+    /// Port-forward backends found down: (forward name, backend index).
+    pub backends_down: std::collections::BTreeSet<(String, usize)>,
 }
 
 impl Observed {
@@ -173,6 +186,17 @@ pub struct Plan {
     pub ip_rules: Vec<IpRule>,
     pub routes: Vec<RoutePlan>,
     pub sets: Vec<IpSet>,
+    pub forwards: Vec<ForwardPlan>,
+}
+
+/// Which backends of a port forward receive new connections now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForwardPlan {
+    pub name: String,
+    /// Indexes (into the config's backends) of the backends in rotation.
+    pub live: Vec<usize>,
+    /// Every backend is down: all are kept (a dead service beats a black-holed one).
+    pub all_down: bool,
 }
 
 impl Plan {

@@ -35,6 +35,12 @@ pub enum Match {
     },
     /// `-m statistic --mode random --probability P`
     Random(f64),
+    /// `-m statistic --mode nth --every N --packet 0`: every Nth packet reaching the rule.
+    EveryNth(u32),
+    /// `-m set --match-set NAME src`
+    SourceInSet(String),
+    /// `-m conntrack --ctstate DNAT`
+    DnatConnection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +66,8 @@ pub enum Target {
         mask: u32,
     },
     Masquerade,
+    /// `-j DNAT --to-destination ADDRESS[:PORT]`
+    Dnat(String),
 }
 
 /// What a rule stands for, so `explain` can tell the story behind it.
@@ -70,6 +78,8 @@ pub enum Origin {
     Connected,
     Policy(usize),
     Balance,
+    /// A port forward's rule, by index in the config.
+    Forward(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,7 +169,19 @@ pub fn rule_spec(rule: &Rule) -> String {
         Match::Protocol(p) => Some(*p),
         _ => None,
     });
-    for m in &rule.matches {
+    // iptables-save prints the built-in matches first, in this order, then the extension
+    // matches as added: render the same, so a rule's text equals the kernel's.
+    let rank = |m: &Match| match m {
+        Match::Source(_) => 0,
+        Match::Destination(_) => 1,
+        Match::InInterface(_) => 2,
+        Match::OutInterface(_) => 3,
+        Match::Protocol(_) => 4,
+        _ => 5,
+    };
+    let mut matches: Vec<&Match> = rule.matches.iter().collect();
+    matches.sort_by_key(|m| rank(m));
+    for m in matches {
         parts.push(match_text(m, protocol));
     }
     if !rule.comment.is_empty() {
@@ -198,6 +220,9 @@ fn match_text(m: &Match, protocol: Option<Protocol>) -> String {
             "-m statistic --mode random --probability {}",
             probability_text(*p)
         ),
+        Match::EveryNth(n) => format!("-m statistic --mode nth --every {n} --packet 0"),
+        Match::SourceInSet(s) => format!("-m set --match-set {s} src"),
+        Match::DnatConnection => "-m conntrack --ctstate DNAT".into(),
     }
 }
 
@@ -237,6 +262,7 @@ fn target_text(t: &Target) -> String {
             format!("-j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}")
         }
         Target::Masquerade => "-j MASQUERADE".into(),
+        Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
     }
 }
 

@@ -107,6 +107,10 @@ impl Routing {
                 view.addresses.entry(msg.header.index).or_insert(ip);
                 if let Ok(net) = Ipv4Net::new(ip, len) {
                     view.connected.push(net.trunc());
+                    view.networks
+                        .entry(msg.header.index)
+                        .or_default()
+                        .push(net.trunc());
                 }
             }
         }

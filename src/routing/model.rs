@@ -127,6 +127,8 @@ pub struct KernelView {
     pub default_gateways: HashMap<u32, Ipv4Addr>,
     /// Names of links that are up and have carrier.
     pub usable: std::collections::HashSet<String>,
+    /// Every IPv4 network on each interface index.
+    pub networks: HashMap<u32, Vec<Ipv4Net>>,
 }
 
 /// Turns kernel facts into what the plan needs, with a warning for each missing piece.
@@ -166,11 +168,19 @@ pub fn observe(config: &Config, view: &KernelView) -> (Observed, Vec<String>) {
     let mut connected = view.connected.clone();
     connected.sort();
     connected.dedup();
+    let lan_networks = config
+        .lan_interfaces
+        .iter()
+        .filter_map(|l| view.links.get(l))
+        .flat_map(|i| view.networks.get(i).cloned().unwrap_or_default())
+        .collect();
     let observed = Observed {
         health: BTreeMap::new(),
         addresses,
         gateways,
         connected: Some(connected),
+        lan_networks: Some(lan_networks),
+        backends_down: Default::default(),
     };
     (observed, warnings)
 }
@@ -206,6 +216,7 @@ uplinks:
             ],
             default_gateways: [(4, Ipv4Addr::new(100, 64, 2, 1))].into(),
             usable: ["wan1".to_string(), "wan2".to_string()].into(),
+            networks: Default::default(),
         };
         let (o, warnings) = observe(&config(), &view);
         assert!(warnings.is_empty(), "{warnings:?}");
