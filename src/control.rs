@@ -27,6 +27,23 @@ pub struct Status {
     pub all_down: bool,
     pub uplinks: Vec<UplinkStatus>,
     pub policies: Vec<PolicyStatus>,
+    pub forwards: Vec<ForwardStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardStatus {
+    pub name: String,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `address` or `address:port`
+    pub target: String,
+    /// The last checks succeeded (true when not checked).
+    pub up: bool,
+    /// Receives new connections (every backend does when all are down).
+    pub in_rotation: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +354,28 @@ pub fn render(status: &Status, now_unix: f64) -> String {
             );
         }
     }
+    if !status.forwards.is_empty() {
+        let _ = writeln!(out, "\nFORWARD         BACKENDS");
+        for f in &status.forwards {
+            let list: Vec<String> = f
+                .backends
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} {}{}",
+                        b.target,
+                        if b.up { "up" } else { "down" },
+                        if b.in_rotation {
+                            ""
+                        } else {
+                            " (out of rotation)"
+                        }
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "{:<15} {}", f.name, list.join(", "));
+        }
+    }
     if !status.policies.is_empty() {
         let _ = writeln!(out, "\nPOLICY          TARGET");
         for p in &status.policies {
@@ -390,6 +429,7 @@ mod render_tests {
                 name: "console".into(),
                 target: "balanced (isp1 is down)".into(),
             }],
+            forwards: Vec::new(),
         };
         let text = render(&s, 1065.0);
         assert!(text.contains("running for 2m45s"), "{text}");

@@ -47,6 +47,25 @@ impl HookEvent {
     }
 }
 
+impl HookEvent {
+    /// The variables of a port-forward backend transition.
+    pub fn backend(forward: &str, backend: &str, state: &str, reason: &str) -> Self {
+        let vars = [
+            ("MULTIWAN_EVENT", "backend"),
+            ("MULTIWAN_FORWARD", forward),
+            ("MULTIWAN_BACKEND", backend),
+            ("MULTIWAN_STATE", state),
+            ("MULTIWAN_REASON", reason),
+        ];
+        Self {
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// The executables named by `hooks`: files as they are, directories by their executable
 /// regular files in name order.
 pub fn resolve(paths: &[PathBuf]) -> Vec<PathBuf> {

@@ -1,7 +1,7 @@
 //! Makes the kernel match a plan, and removes everything multiwan installed. The one place
 //! that sequences the adapters: sets before the rules that use them, stale sets after.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
 use crate::ipset::{self, IpsetError};
@@ -75,8 +75,10 @@ impl Installer {
         &self,
         config: &Config,
         health: &BTreeMap<String, Health>,
+        backends_down: &BTreeSet<(String, usize)>,
     ) -> Result<Applied, InstallError> {
-        let (observed, view, mut warnings) = self.observe(config, health).await?;
+        let (mut observed, view, mut warnings) = self.observe(config, health).await?;
+        observed.backends_down = backends_down.clone();
         let plan = Plan::build(config, &observed);
         let sets = ipset::update(&plan.sets)?;
         let iptables = netfilter::apply(&plan)?;

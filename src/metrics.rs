@@ -33,6 +33,12 @@ pub struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub forward: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -54,6 +60,7 @@ pub struct Metrics {
     marked: Family<UplinkLabel, Counter>,
     apply_seconds: GaugeF,
     reloads: Family<ResultLabel, Counter>,
+    backend_up: Family<BackendLabels, Gauge>,
     /// Last seen totals, to turn the monitors' and rules' running totals into increments.
     seen: Mutex<HashMap<(String, &'static str), u64>>,
     /// Mark value to uplink name, for the rule counters.
@@ -83,6 +90,7 @@ impl Metrics {
             marked: Family::default(),
             apply_seconds: GaugeF::default(),
             reloads: Family::default(),
+            backend_up: Family::default(),
             seen: Mutex::new(HashMap::new()),
             marks: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -147,6 +155,11 @@ impl Metrics {
             "multiwan_config_reloads",
             "Config reloads by result",
             m.reloads.clone(),
+        );
+        r.register(
+            "multiwan_backend_up",
+            "1 when a port-forward backend is in rotation",
+            m.backend_up.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -214,6 +227,14 @@ impl Metrics {
 
     pub fn applied(&self, took: Duration) {
         self.apply_seconds.set(took.as_secs_f64());
+    }
+
+    pub fn backend(&self, forward: &str, backend: &str, up: bool) {
+        let labels = BackendLabels {
+            forward: forward.into(),
+            backend: backend.into(),
+        };
+        self.backend_up.get_or_create(&labels).set(i64::from(up));
     }
 
     pub fn reloaded(&self, ok: bool) {

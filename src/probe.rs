@@ -29,6 +29,38 @@ pub enum ProbeEvent {
         seq: u16,
         why: String,
     },
+    /// A port-forward backend check: did a TCP connect succeed in time?
+    Backend {
+        forward: String,
+        index: usize,
+        ok: bool,
+        why: String,
+    },
+}
+
+/// Checks a backend with a TCP connect from the router, in its own task.
+pub fn check_backend(
+    forward: &str,
+    index: usize,
+    addr: std::net::SocketAddrV4,
+    timeout: Duration,
+    events: UnboundedSender<ProbeEvent>,
+) {
+    let forward = forward.to_string();
+    tokio::spawn(async move {
+        let result = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await;
+        let (ok, why) = match result {
+            Ok(Ok(_)) => (true, String::new()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (false, format!("no answer in {} ms", timeout.as_millis())),
+        };
+        let _ = events.send(ProbeEvent::Backend {
+            forward,
+            index,
+            ok,
+            why,
+        });
+    });
 }
 
 /// The probe socket of one uplink.

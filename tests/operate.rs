@@ -118,6 +118,7 @@ fn status_json_shape_is_stable() {
         [
             "all_down",
             "config",
+            "forwards",
             "policies",
             "started_unix",
             "uplinks",

@@ -4,6 +4,7 @@
 //! uplink's conntrack entries; a reconcile every second repairs drift; link events act at
 //! once. Errors at run time are logged and retried, never fatal.
 
+mod backends;
 pub mod flush;
 mod status;
 
@@ -131,6 +132,9 @@ struct Agent {
     since: BTreeMap<String, SystemTime>,
     /// Each uplink's last transition and when it happened.
     last: BTreeMap<String, (Transition, SystemTime)>,
+    backends: BTreeMap<(String, usize), crate::health::backend::BackendMonitor>,
+    backends_down: std::collections::BTreeSet<(String, usize)>,
+    backend_changes: Vec<crate::health::backend::BackendTransition>,
 }
 
 impl Agent {
@@ -153,7 +157,9 @@ impl Agent {
             .map(|u| (u.name.clone(), initial))
             .collect();
         let started = Instant::now();
-        let applied = installer.apply(&config, &health).await?;
+        let applied = installer
+            .apply(&config, &health, &Default::default())
+            .await?;
         let mut agent = Agent {
             path: path.to_path_buf(),
             installer,
@@ -173,8 +179,12 @@ impl Agent {
             started: SystemTime::now(),
             since: BTreeMap::new(),
             last: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            backends_down: Default::default(),
+            backend_changes: Vec::new(),
             config,
         };
+        agent.rebuild_backends();
         agent.metrics_marks();
         agent.log_warnings(applied.warnings);
         agent.rebuild_monitors(&BTreeMap::new(), initial);
@@ -190,7 +200,9 @@ impl Agent {
 
     fn next_wakeup(&self) -> Instant {
         let monitors = self.monitors.values().filter_map(Monitor::next_wakeup);
+        let backends = self.backends.values().filter_map(|b| b.next_wakeup());
         monitors
+            .chain(backends)
             .chain(self.resync_at)
             .chain([self.next_reconcile])
             .min()
@@ -205,6 +217,12 @@ impl Agent {
                     self.pending.extend(m.on_reply(seq, rtt, now));
                 }
             }
+            ProbeEvent::Backend {
+                forward,
+                index,
+                ok,
+                why,
+            } => self.on_backend(&forward, index, ok, &why),
             ProbeEvent::Failed { uplink, seq, why } => {
                 debug!(%uplink, seq, %why, "probe failed");
                 if let Some(m) = self.monitors.get_mut(&uplink) {
@@ -274,8 +292,12 @@ impl Agent {
             self.pending.extend(m.tick(now));
         }
         self.send_probes(now);
+        self.send_backend_checks(now);
         if !self.pending.is_empty() {
             self.act().await;
+        }
+        if !self.backend_changes.is_empty() {
+            self.act_backends();
         }
         let now = Instant::now();
         if self.resync_at.is_some_and(|t| t <= now) || self.next_reconcile <= now {
@@ -412,9 +434,7 @@ impl Agent {
                 "uplink state changed"
             );
         }
-        let mut observed = self.observed.clone();
-        observed.health = self.health();
-        let new = Plan::build(&self.config, &observed);
+        let new = Plan::build(&self.config, &self.observed_now());
         let started = Instant::now();
         let result = netfilter::apply_delta(&self.plan, &new);
         self.metrics.applied(started.elapsed());
@@ -461,7 +481,11 @@ impl Agent {
     /// gateway changes, re-installs routes after a link event.
     async fn resync(&mut self) {
         let health = self.health();
-        let applied = match self.installer.apply(&self.config, &health).await {
+        let applied = match self
+            .installer
+            .apply(&self.config, &health, &self.backends_down)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "reconcile failed; retrying");
@@ -585,6 +609,7 @@ impl Agent {
         info!(config = %self.path.display(), uplinks = self.config.uplinks.len(), "config reloaded");
         self.metrics.reloaded(true);
         self.metrics_marks();
+        self.rebuild_backends();
         self.resync().await;
     }
 

@@ -62,6 +62,24 @@ impl Agent {
                 Decision::Main => "main table".into(),
             },
         });
+        let forwards = self
+            .config
+            .port_forwards
+            .iter()
+            .zip(&self.plan.forwards)
+            .map(|(f, p)| crate::control::ForwardStatus {
+                name: f.name.clone(),
+                backends: f
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| crate::control::BackendStatus {
+                        target: b.target(),
+                        up: !self.backends_down.contains(&(f.name.clone(), i)),
+                        in_rotation: p.live.contains(&i),
+                    })
+                    .collect(),
+            });
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             config: self.path.display().to_string(),
@@ -69,6 +87,7 @@ impl Agent {
             all_down: self.plan.all_down,
             uplinks: uplinks.collect(),
             policies: policies.collect(),
+            forwards: forwards.collect(),
         }
     }
 }

@@ -21,7 +21,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let applied = rt.block_on(async {
         let installer = Installer::new()?;
-        installer.apply(&config, &BTreeMap::new()).await
+        installer
+            .apply(&config, &BTreeMap::new(), &Default::default())
+            .await
     })?;
     for w in multiwan::sysctl::enforce(&config)
         .iter()

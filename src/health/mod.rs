@@ -13,6 +13,7 @@
 //! `down_after` loss deadlines (~150 ms each on a fast path) instead of `down_after`
 //! intervals. Recovery keeps the normal pace.
 
+pub mod backend;
 pub mod rtt;
 
 use std::collections::VecDeque;
