@@ -230,6 +230,14 @@ fn verify_tables(tables: &[&TablePlan], jumps: &[Jump], save: &str) -> Result<()
     Ok(())
 }
 
+/// True when the filter table's FORWARD policy is DROP (None when it cannot be read, e.g.
+/// without root). multiwan does not open the firewall; `check` says so then.
+pub fn forward_policy_drops() -> Option<bool> {
+    let out = exec::run("iptables", &["-w", "2", "-S", "FORWARD"], None).ok()?;
+    out.success
+        .then(|| out.stdout.lines().any(|l| l.trim() == "-P FORWARD DROP"))
+}
+
 pub fn save() -> Result<String, NetfilterError> {
     Ok(exec::run_ok("iptables-save", &[], None)?)
 }

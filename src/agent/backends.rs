@@ -87,7 +87,7 @@ impl Agent {
                 self.backends_down.insert(key);
             }
             let state = if t.up { "up" } else { "down" };
-            info!(forward = %t.forward, backend = %t.target, to = state, reason = %t.reason, "backend state changed");
+            info!(forward = %t.forward, backend = %t.target, to = %state, reason = %t.reason, "backend state changed");
             self.metrics.backend(&t.forward, &t.target, t.up);
             let event = HookEvent::backend(&t.forward, &t.target, state, &t.reason);
             hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);

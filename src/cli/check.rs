@@ -16,5 +16,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     println!("{}: OK: {}", args.config.config.display(), config.summary());
+    if !config.port_forwards.is_empty() && multiwan::netfilter::forward_policy_drops() == Some(true)
+    {
+        println!(
+            "note: the FORWARD policy is DROP and multiwan does not open the firewall: accept forwarded \
+             connections, e.g. iptables -A FORWARD -m conntrack --ctstate DNAT -j ACCEPT"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

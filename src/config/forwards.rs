@@ -9,8 +9,9 @@ use serde_norway::Value;
 use super::model::*;
 use super::names::check_name;
 use super::path::FieldPath;
-use super::raw::{RawForward, RawHealthCheck};
+use super::raw::{RawBackend, RawForward, RawHealthCheck};
 use super::validate::Checker;
+use super::values::PortRange;
 use super::values::Span;
 
 impl Checker<'_> {
@@ -32,19 +33,35 @@ impl Checker<'_> {
                     format!("port forward name `{}` is used twice", raw.name),
                 );
             }
-            if !raw.protocol.has_ports() {
-                self.error(
-                    &p.key("protocol"),
-                    format!("`{}`: a port forward is tcp or udp", raw.protocol.name()),
-                );
-            }
+            let protocol = match raw.protocol {
+                Some(pr) if pr.has_ports() => pr,
+                Some(pr) => {
+                    self.error(
+                        &p.key("protocol"),
+                        format!("`{}`: a port forward is tcp or udp", pr.name()),
+                    );
+                    Protocol::Tcp
+                }
+                None => {
+                    if !self.reported(&p.key("protocol")) {
+                        self.error(&p, "missing `protocol` (tcp or udp)");
+                    }
+                    Protocol::Tcp
+                }
+            };
+            let ports = raw.port.unwrap_or_else(|| {
+                if !self.reported(&p.key("port")) {
+                    self.error(&p, "missing `port` (a port or a range like 8000-8010)");
+                }
+                PortRange { first: 1, last: 1 }
+            });
             let forward_uplinks = self.forward_uplinks(&raw, &p, uplinks);
-            let backends = self.backends(&raw, &p);
-            let health = self.backend_check(raw.health_check, raw.protocol, &p.key("health_check"));
+            let backends = self.backends(&raw, ports, &p);
+            let health = self.backend_check(raw.health_check, protocol, &p.key("health_check"));
             let f = PortForward {
                 name: raw.name,
-                protocol: raw.protocol,
-                ports: raw.port,
+                protocol,
+                ports,
                 uplinks: forward_uplinks,
                 backends,
                 balance: raw.balance.unwrap_or_default(),
@@ -87,13 +104,17 @@ impl Checker<'_> {
         names.0.clone()
     }
 
-    fn backends(&mut self, raw: &RawForward, p: &FieldPath) -> Vec<Backend> {
+    fn backends(&mut self, raw: &RawForward, public: PortRange, p: &FieldPath) -> Vec<Backend> {
         let to = p.key("to");
-        if raw.to.0.is_empty() {
+        let items = raw.to.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+        if items.is_empty() {
             self.error(&to, "give at least one backend address");
         }
         let mut out = Vec::new();
-        for (i, b) in raw.to.0.iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
+            let Some(b) = self.typed::<RawBackend>(item, &to.index(i)) else {
+                continue;
+            };
             if b.address.is_unspecified() || b.address.is_multicast() || b.address.is_broadcast() {
                 self.error(
                     &to.index(i),
@@ -108,7 +129,7 @@ impl Checker<'_> {
                     );
                     None
                 }
-                Some(_) if raw.port.first != raw.port.last => {
+                Some(_) if public.first != public.last => {
                     self.error(&to.index(i).key("port"), "with a public port range, backends keep each connection's port: leave `port` out");
                     None
                 }

@@ -87,10 +87,11 @@ pub struct RawControl {
 #[serde(deny_unknown_fields)]
 pub struct RawForward {
     pub name: String,
-    pub protocol: super::Protocol,
-    pub port: PortRange,
+    pub protocol: Option<super::Protocol>,
+    pub port: Option<PortRange>,
     pub uplinks: Option<OneOrMany<String>>,
-    pub to: OneOrMany<RawBackend>,
+    /// Read item by item in validation, so each backend's errors have their own position.
+    pub to: Option<OneOrMany<serde_norway::Value>>,
     pub balance: Option<super::ForwardBalance>,
     pub health_check: Option<RawHealthCheck>,
     pub hairpin: Option<bool>,

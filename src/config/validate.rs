@@ -77,6 +77,13 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Whether a problem was already reported at `path` (a value that failed to parse is
+    /// then also absent: it must not be reported a second time as missing).
+    pub(super) fn reported(&self, path: &FieldPath) -> bool {
+        let field = path.to_string();
+        self.diags.iter().any(|d| d.field == field)
+    }
+
     pub(super) fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
         let pos = self
             .locator
@@ -145,7 +152,11 @@ impl<'a> Checker<'a> {
     /// Deserializes `value` as `T`, reporting each failure at the exact nested field. A
     /// broken field is reported, taken out and the rest read again, so that one typo does not
     /// hide the other problems of the same item. Returns None if anything was wrong.
-    fn typed<T: DeserializeOwned>(&mut self, value: &Value, path: &FieldPath) -> Option<T> {
+    pub(super) fn typed<T: DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &FieldPath,
+    ) -> Option<T> {
         if let Ok(v) = T::deserialize(value) {
             return Some(v);
         }

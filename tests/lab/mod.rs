@@ -230,6 +230,24 @@ impl Lab {
             .expect("echo server did not start");
     }
 
+    /// A TCP server in `role` that answers every connection with its own address: a
+    /// port-forward backend that tells the client which backend served it.
+    pub fn start_identity(&self, role: &str, addr: Ipv4Addr, port: u16) {
+        let path = format!("/var/run/netns/{}", self.ns(role));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            let listener =
+                TcpListener::bind(SocketAddr::from((addr, port))).expect("bind identity");
+            tx.send(()).unwrap();
+            for mut s in listener.incoming().flatten() {
+                let _ = s.write_all(format!("{addr}\n").as_bytes());
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("identity server did not start");
+    }
+
     /// The standard internet echo server.
     pub fn start_internet_echo(&self) {
         self.start_echo("inet", ECHO, ECHO_PORT);
@@ -253,7 +271,9 @@ impl Lab {
     /// Every iptables table, ip rule and route of a namespace, for before/after comparisons.
     pub fn snapshot(&self, role: &str) -> String {
         let mut out = String::new();
-        out.push_str(&strip_counters(&self.exec_ok(role, &["iptables-save"])));
+        out.push_str(&strip_empty_tables(&strip_counters(
+            &self.exec_ok(role, &["iptables-save"]),
+        )));
         out.push_str(&self.exec_ok(role, &["ip", "-4", "rule", "show"]));
         out.push_str(&self.exec_ok(role, &["ip", "-4", "route", "show", "table", "all"]));
         // Set members in a stable order; the hash seed changes with every swap.
@@ -562,6 +582,21 @@ fn run(argv: &[&str]) {
         "{argv:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Drops tables that hold nothing (only built-in chains, policy ACCEPT, no rule):
+/// iptables-nft creates a table on first use, and an empty one filters nothing.
+pub fn strip_empty_tables(save: &str) -> String {
+    let mut out = String::new();
+    for block in save.split_inclusive("COMMIT\n") {
+        let empty = block.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+            l.starts_with('*') || l == "COMMIT" || (l.starts_with(':') && l.ends_with(" ACCEPT"))
+        });
+        if !empty {
+            out.push_str(block);
+        }
+    }
+    out
 }
 
 /// iptables-save with its comment header and packet counters removed.
