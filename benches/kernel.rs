@@ -4,7 +4,9 @@
 //! 2. a weight change (balance chain swap) with those 1000 pins present, against a full
 //!    re-apply;
 //! 3. iperf3 TCP throughput LAN -> internet through multiwan's rules against plain
-//!    masquerade, and the rules an established packet traverses.
+//!    masquerade, and the rules an established packet traverses;
+//! 4. new connections per second through a port forward with 2 backends against a plain
+//!    single DNAT rule.
 //!
 //! Run: `cargo bench --bench kernel`. Prints medians and ratios; docs/benchmarks.md has
 //! the figures.
@@ -40,6 +42,53 @@ fn main() {
     let (delta, full) = in_netns(&rt, move || bench_swap(&cfg_a, &cfg_b));
     report_swap(&delta, &full);
     bench_throughput(&lab);
+    drop(lab);
+    bench_forward();
+}
+
+/// Connections per second from the internet through a port forward (2 backends, round
+/// robin) against one plain DNAT rule to one backend, alternating, 3 x 2000 each.
+fn bench_forward() {
+    let lab = lab::Lab::new(2);
+    let (a, b) = (std::net::Ipv4Addr::new(10, 0, 0, 11), std::net::Ipv4Addr::new(10, 0, 0, 12));
+    lab.start_identity("lan", a, 8443);
+    lab.start_identity("lan", b, 8443);
+    let config = "lan_interfaces: [lan0]
+uplinks:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1}
+port_forwards:
+  - {name: web, protocol: tcp, port: 8443, to: [10.0.0.11, 10.0.0.12], health_check: {kind: none}}
+";
+    let path = lab.file("forward.yaml", config).to_string_lossy().into_owned();
+    let plain = ["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan1", "-p", "tcp", "--dport", "8443", "-j", "DNAT", "--to-destination", "10.0.0.11"];
+    let masq = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan1", "-j", "MASQUERADE"];
+    let rate = |lab: &lab::Lab| {
+        let n = 2000;
+        let t = Instant::now();
+        let ok = lab.in_ns("inet", move || (0..n).filter(|_| lab::ask_peer(lab::ECHO, lab::uplink_addr(1), 8443).is_some()).count());
+        assert_eq!(ok, n, "every connection succeeds");
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        lab.exec_ok("rt", &plain);
+        lab.exec_ok("rt", &masq);
+        base.push(rate(&lab));
+        lab.exec_ok("rt", &["iptables", "-t", "nat", "-F", "PREROUTING"]);
+        lab.exec_ok("rt", &["iptables", "-t", "nat", "-F", "POSTROUTING"]);
+        lab.multiwan_ok(&["apply", "-c", &path]);
+        ours.push(rate(&lab));
+        lab.multiwan_ok(&["cleanup", "-c", &path]);
+    }
+    ours.sort_by(f64::total_cmp);
+    base.sort_by(f64::total_cmp);
+    println!("## New connections per second through a port forward (2000 sequential, median of 3)");
+    println!("| setup | connections/s |");
+    println!("|---|---|");
+    println!("| plain single DNAT rule to one backend (+ masquerade) | {:.0} |", base[1]);
+    println!("| multiwan forward, 2 backends round robin, full rule set | {:.0} |", ours[1]);
+    println!("| ratio (multiwan / plain) | {:.3} |", ours[1] / base[1]);
 }
 
 fn config_text(weight1: u32) -> String {
