@@ -50,7 +50,10 @@ fn main() {
 /// robin) against one plain DNAT rule to one backend, alternating, 3 x 2000 each.
 fn bench_forward() {
     let lab = lab::Lab::new(2);
-    let (a, b) = (std::net::Ipv4Addr::new(10, 0, 0, 11), std::net::Ipv4Addr::new(10, 0, 0, 12));
+    let (a, b) = (
+        std::net::Ipv4Addr::new(10, 0, 0, 11),
+        std::net::Ipv4Addr::new(10, 0, 0, 12),
+    );
     lab.start_identity("lan", a, 8443);
     lab.start_identity("lan", b, 8443);
     let config = "lan_interfaces: [lan0]
@@ -60,13 +63,46 @@ uplinks:
 port_forwards:
   - {name: web, protocol: tcp, port: 8443, to: [10.0.0.11, 10.0.0.12], health_check: {kind: none}}
 ";
-    let path = lab.file("forward.yaml", config).to_string_lossy().into_owned();
-    let plain = ["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "wan1", "-p", "tcp", "--dport", "8443", "-j", "DNAT", "--to-destination", "10.0.0.11"];
-    let masq = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan1", "-j", "MASQUERADE"];
+    let path = lab
+        .file("forward.yaml", config)
+        .to_string_lossy()
+        .into_owned();
+    let plain = [
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-i",
+        "wan1",
+        "-p",
+        "tcp",
+        "--dport",
+        "8443",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.0.0.11",
+    ];
+    let masq = [
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "wan1",
+        "-j",
+        "MASQUERADE",
+    ];
     let rate = |lab: &lab::Lab| {
         let n = 2000;
         let t = Instant::now();
-        let ok = lab.in_ns("inet", move || (0..n).filter(|_| lab::ask_peer(lab::ECHO, lab::uplink_addr(1), 8443).is_some()).count());
+        let ok = lab.in_ns("inet", move || {
+            (0..n)
+                .filter(|_| lab::ask_peer(lab::ECHO, lab::uplink_addr(1), 8443).is_some())
+                .count()
+        });
         assert_eq!(ok, n, "every connection succeeds");
         n as f64 / t.elapsed().as_secs_f64()
     };
@@ -86,8 +122,14 @@ port_forwards:
     println!("## New connections per second through a port forward (2000 sequential, median of 3)");
     println!("| setup | connections/s |");
     println!("|---|---|");
-    println!("| plain single DNAT rule to one backend (+ masquerade) | {:.0} |", base[1]);
-    println!("| multiwan forward, 2 backends round robin, full rule set | {:.0} |", ours[1]);
+    println!(
+        "| plain single DNAT rule to one backend (+ masquerade) | {:.0} |",
+        base[1]
+    );
+    println!(
+        "| multiwan forward, 2 backends round robin, full rule set | {:.0} |",
+        ours[1]
+    );
     println!("| ratio (multiwan / plain) | {:.3} |", ours[1] / base[1]);
 }
 
