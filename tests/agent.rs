@@ -195,7 +195,9 @@ fn ten_percent_loss_for_30_s_is_never_down() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap();
-    assert!(dropped > 10, "the loss was real: {dropped} packets dropped");
+    // ~120 probe replies cross ISP 2 in 30 s: ~12 dropped on average, 3 or more all but
+    // certainly (P(X <= 2) is about 2e-4).
+    assert!(dropped >= 3, "the loss was real: {dropped} packets dropped");
 }
 
 #[test]
