@@ -4,12 +4,11 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::Agent;
 use crate::health::backend::BackendMonitor;
 use crate::hooks::{self, HookEvent};
-use crate::netfilter;
 use crate::plan::{Observed, Plan};
 
 impl Agent {
@@ -96,21 +95,6 @@ impl Agent {
         for f in new.forwards.iter().filter(|f| f.all_down) {
             warn!(forward = %f.name, "every backend is down: all are kept in rotation (a dead service beats a black-holed one)");
         }
-        let started = Instant::now();
-        match netfilter::apply_delta(&self.plan, &new) {
-            Ok(script) => {
-                let chains: Vec<&str> = script
-                    .lines()
-                    .filter_map(|l| l.strip_prefix(':'))
-                    .filter_map(|l| l.split(' ').next())
-                    .collect();
-                info!(chains = %chains.join(","), took_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0), "rules swapped");
-            }
-            Err(e) => {
-                error!(error = %e, "swapping the rules failed; a full resync follows");
-                self.resync_at = Some(Instant::now());
-            }
-        }
-        self.plan = new;
+        self.swap_rules(new);
     }
 }

@@ -434,7 +434,24 @@ impl Agent {
                 "uplink state changed"
             );
         }
-        let new = Plan::build(&self.config, &self.observed_now());
+        let old = self.swap_rules(Plan::build(&self.config, &self.observed_now()));
+        for f in flush::flushes(&self.config, &old, &self.plan, &transitions) {
+            match conntrack::delete_mark(f.mark, f.mask) {
+                Ok(n) => {
+                    info!(what = %f.what, deleted = n, reason = %f.reason, "conntrack entries deleted")
+                }
+                Err(e) => warn!(what = %f.what, error = %e, "deleting conntrack entries failed"),
+            }
+        }
+        for t in &transitions {
+            self.announce(t);
+        }
+    }
+
+    /// Makes `new` the plan: swaps only the chains that changed, in one transaction, and
+    /// logs what changed and how long it took. Returns the previous plan. On failure a full
+    /// resync follows at once.
+    fn swap_rules(&mut self, new: Plan) -> Plan {
         let started = Instant::now();
         let result = netfilter::apply_delta(&self.plan, &new);
         self.metrics.applied(started.elapsed());
@@ -463,18 +480,7 @@ impl Agent {
                 self.resync_at = Some(Instant::now());
             }
         }
-        let old = std::mem::replace(&mut self.plan, new);
-        for f in flush::flushes(&self.config, &old, &self.plan, &transitions) {
-            match conntrack::delete_mark(f.mark, f.mask) {
-                Ok(n) => {
-                    info!(what = %f.what, deleted = n, reason = %f.reason, "conntrack entries deleted")
-                }
-                Err(e) => warn!(what = %f.what, error = %e, "deleting conntrack entries failed"),
-            }
-        }
-        for t in &transitions {
-            self.announce(t);
-        }
+        std::mem::replace(&mut self.plan, new)
     }
 
     /// Re-reads the kernel and makes it match the plan: repairs drift, follows address and

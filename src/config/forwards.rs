@@ -12,7 +12,6 @@ use super::path::FieldPath;
 use super::raw::{RawBackend, RawForward, RawHealthCheck};
 use super::validate::Checker;
 use super::values::PortRange;
-use super::values::Span;
 
 impl Checker<'_> {
     pub(super) fn port_forwards(
@@ -171,23 +170,7 @@ impl Checker<'_> {
                 "a tcp check needs `protocol: tcp`; use `kind: none` for udp",
             );
         }
-        let interval = raw.interval.map_or(Duration::from_secs(2), |s| s.0);
-        if interval < Duration::from_millis(100) {
-            self.error(
-                &p.key("interval"),
-                format!("{} is too short: the minimum is 100ms", Span(interval)),
-            );
-        }
-        let timeout = raw.timeout.map_or(Duration::from_secs(1), |s| s.0);
-        if timeout.is_zero() || timeout > Duration::from_secs(60) {
-            self.error(
-                &p.key("timeout"),
-                format!(
-                    "{} is out of range: more than 0 and at most 60s",
-                    Span(timeout)
-                ),
-            );
-        }
+        let (interval, timeout) = self.timing(raw.interval, raw.timeout, Duration::from_secs(2), p);
         let down_after = self.count(raw.down_after, 2, &p.key("down_after"));
         let up_after = self.count(raw.up_after, 2, &p.key("up_after"));
         if kind == CheckKind::None && given && (raw.interval.is_some() || raw.timeout.is_some()) {

@@ -507,23 +507,8 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        let interval = raw.interval.map_or(Duration::from_millis(500), |s| s.0);
-        if interval < Duration::from_millis(100) {
-            self.error(
-                &p.key("interval"),
-                format!("{} is too short: the minimum is 100ms", Span(interval)),
-            );
-        }
-        let timeout = raw.timeout.map_or(Duration::from_secs(1), |s| s.0);
-        if timeout.is_zero() || timeout > Duration::from_secs(60) {
-            self.error(
-                &p.key("timeout"),
-                format!(
-                    "{} is out of range: more than 0 and at most 60s",
-                    Span(timeout)
-                ),
-            );
-        }
+        let (interval, timeout) =
+            self.timing(raw.interval, raw.timeout, Duration::from_millis(500), p);
         let quorum = raw.quorum.unwrap_or(1);
         let available = targets.len().max(1) as u32;
         if quorum == 0 || quorum > available {
@@ -544,6 +529,34 @@ impl<'a> Checker<'a> {
             up_after,
             degraded,
         }
+    }
+
+    /// A check's `interval` (at least 100 ms) and `timeout` (more than 0, at most 60 s).
+    pub(super) fn timing(
+        &mut self,
+        interval: Option<Span>,
+        timeout: Option<Span>,
+        default_interval: Duration,
+        p: &FieldPath,
+    ) -> (Duration, Duration) {
+        let interval = interval.map_or(default_interval, |s| s.0);
+        if interval < Duration::from_millis(100) {
+            self.error(
+                &p.key("interval"),
+                format!("{} is too short: the minimum is 100ms", Span(interval)),
+            );
+        }
+        let timeout = timeout.map_or(Duration::from_secs(1), |s| s.0);
+        if timeout.is_zero() || timeout > Duration::from_secs(60) {
+            self.error(
+                &p.key("timeout"),
+                format!(
+                    "{} is out of range: more than 0 and at most 60s",
+                    Span(timeout)
+                ),
+            );
+        }
+        (interval, timeout)
     }
 
     pub(super) fn count(&mut self, value: Option<u32>, default: u32, p: &FieldPath) -> u32 {
