@@ -150,6 +150,7 @@ fn pinned_host_port_range_and_set_leave_by_their_uplink() {
     let config = format!(
         "{BASE}policies:
   - {{name: host, match: {{source: 10.0.0.50}}, uplink: isp2}}
+  - {{name: many, match: {{source: [10.0.9.1, 10.0.9.2, 10.0.9.3, 10.0.9.4, 10.0.0.60, 10.0.9.5]}}, uplink: isp2}}
   - {{name: games, match: {{protocol: udp, destination_ports: [\"5000-5100\"]}}, uplink: isp2}}
   - {{name: video, match: {{destination_set: streaming}}, uplink: isp2}}
 sets:
@@ -161,6 +162,9 @@ sets:
     };
     let pinned = shares(&lab.connect_many(Ipv4Addr::new(10, 0, 0, 50), ECHO, ECHO_PORT, 100));
     assert_eq!(pinned, HashMap::from([(uplink_addr(2), 100)]));
+    // A policy with more than four sources matches through an ipset of its own.
+    let many = shares(&lab.connect_many(Ipv4Addr::new(10, 0, 0, 60), ECHO, ECHO_PORT, 100));
+    assert_eq!(many, HashMap::from([(uplink_addr(2), 100)]));
     let set = shares(&lab.connect_many(LAN_CLIENT, SET_MEMBER, ECHO_PORT, 100));
     assert_eq!(set, HashMap::from([(uplink_addr(2), 100)]));
     lab.start_udp_echo("inet", ECHO, 5050);

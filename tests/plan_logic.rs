@@ -174,3 +174,43 @@ fn only_lan_packets_get_a_packet_mark() {
         "-A MULTIWAN_PREROUTING -i lan0 -m comment --comment \"multiwan lan\" -g MULTIWAN_LAN"
     ));
 }
+
+#[test]
+fn many_sources_go_into_one_set_and_one_rule() {
+    let hosts: Vec<String> = (1..=10).map(|i| format!("10.0.5.{i}")).collect();
+    let c = config(&format!(
+        "lan_interfaces: [lan0]
+uplinks:
+  - {{name: a, interface: wan1, gateway: 10.1.0.1}}
+  - {{name: b, interface: wan2, gateway: 10.2.0.1}}
+policies:
+  - {{name: few, match: {{source: [10.0.6.1, 10.0.6.2]}}, uplink: a}}
+  - {{name: many, match: {{source: [{}], protocol: tcp}}, uplink: b}}
+",
+        hosts.join(", ")
+    ));
+    let plan = Plan::build(&c, &Observed::default());
+    let rules = &plan.mangle.chain("MULTIWAN_POLICY").unwrap().rules;
+    assert_eq!(rules.len(), 3, "two rules for two sources, one for ten");
+    let text = plan.iptables_restore();
+    assert!(text.contains("-A MULTIWAN_POLICY -p tcp -m set --match-set multiwan_p1.src src -m mark --mark 0x0/0xff00"), "{text}");
+    let set = plan
+        .sets
+        .iter()
+        .find(|s| s.name == "multiwan_p1.src")
+        .expect("the policy's set");
+    assert_eq!(set.networks.known().unwrap().len(), 10);
+    // explain evaluates the set from the plan.
+    let packet = multiwan::explain::Packet {
+        src: "10.0.5.7".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        protocol: multiwan::config::Protocol::Tcp,
+        sport: None,
+        dport: Some(80),
+        in_interface: "lan0".into(),
+    };
+    assert_eq!(
+        multiwan::explain::explain(&c, &plan, &packet).verdict,
+        "uplink b"
+    );
+}

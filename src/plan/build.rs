@@ -242,7 +242,7 @@ fn policy_rules(config: &Config, decisions: &[PolicyPlan]) -> Vec<Rule> {
                 mask,
             },
         };
-        for matches in policy_matches(policy, mask) {
+        for matches in policy_matches(i, policy, mask) {
             let comment = format!("multiwan policy {}", policy.name);
             out.push(Rule::new(matches, target.clone(), comment).origin(Origin::Policy(i)));
         }
@@ -250,12 +250,31 @@ fn policy_rules(config: &Config, decisions: &[PolicyPlan]) -> Vec<Rule> {
     out
 }
 
+/// A policy with more than this many sources (or destinations) keeps them in an ipset:
+/// one rule and a hash lookup instead of one rule per network.
+const SET_THRESHOLD: usize = 4;
+
+/// The ipset holding a long source or destination list of policy `index`. A `.` cannot
+/// appear in config set names, so it cannot clash with them.
+fn policy_set(index: usize, dir: &str) -> String {
+    format!("{SET_PREFIX}p{index}.{dir}")
+}
+
+/// A policy's networks as rules see them: listed one per rule, or in its ipset.
+fn listed(nets: &[ipnet::Ipv4Net]) -> Vec<Option<ipnet::Ipv4Net>> {
+    if nets.len() > SET_THRESHOLD {
+        vec![None]
+    } else {
+        optional_list(nets)
+    }
+}
+
 /// One match list per combination of source, destination and port chunk; each also
 /// requires the packet to be undecided, so the first matching policy wins.
-fn policy_matches(policy: &Policy, mask: u32) -> Vec<Vec<Match>> {
+fn policy_matches(index: usize, policy: &Policy, mask: u32) -> Vec<Vec<Match>> {
     let m = &policy.matcher;
-    let sources: Vec<Option<ipnet::Ipv4Net>> = optional_list(&m.sources);
-    let destinations = optional_list(&m.destinations);
+    let sources = listed(&m.sources);
+    let destinations = listed(&m.destinations);
     let sports = optional_list(&rules::port_chunks(&m.source_ports));
     let dports = optional_list(&rules::port_chunks(&m.destination_ports));
     let mut out = Vec::new();
@@ -268,6 +287,12 @@ fn policy_matches(policy: &Policy, mask: u32) -> Vec<Vec<Match>> {
                     matches.extend(d.map(Match::Destination));
                     if m.protocol != Protocol::All {
                         matches.push(Match::Protocol(m.protocol));
+                    }
+                    if m.sources.len() > SET_THRESHOLD {
+                        matches.push(Match::SourceInSet(policy_set(index, "src")));
+                    }
+                    if m.destinations.len() > SET_THRESHOLD {
+                        matches.push(Match::DestinationInSet(policy_set(index, "dst")));
                     }
                     matches.extend(sp.clone().map(Match::SourcePorts));
                     matches.extend(dp.clone().map(Match::DestinationPorts));
@@ -473,6 +498,19 @@ fn sets(config: &Config, observed: &Observed) -> Vec<IpSet> {
             name: format!("{SET_PREFIX}{}", s.name),
             networks: Resolved::Known(s.networks.clone()),
         });
+    }
+    for (i, p) in config.policies.iter().enumerate() {
+        for (dir, nets) in [
+            ("src", &p.matcher.sources),
+            ("dst", &p.matcher.destinations),
+        ] {
+            if nets.len() > SET_THRESHOLD {
+                out.push(IpSet {
+                    name: policy_set(i, dir),
+                    networks: Resolved::Known(nets.clone()),
+                });
+            }
+        }
     }
     if config.port_forwards.iter().any(|f| f.hairpin) {
         // Online (connected is known) the set holds the addresses found so far.
