@@ -154,13 +154,14 @@ pub fn apply_script(table: &TablePlan, jumps: &[Jump], saved: &Saved) -> String 
     out
 }
 
-/// Mangle jumps go first (our marks must be decided before other rules look at them; our
-/// chains never end a packet's traversal). Elsewhere, the admin's own rules go first.
+/// Mangle and filter jumps go first (our marks must be decided before other rules look at
+/// them, and a refusal must come before the admin's ACCEPT rules; our chains only act on
+/// our own marks). In nat, the admin's own rules go first.
 fn insert_jump(j: &Jump) -> String {
-    if j.table == "mangle" {
-        format!("-I {} 1 {}", j.from, j.spec())
-    } else {
+    if j.table == "nat" {
         format!("-A {} {}", j.from, j.spec())
+    } else {
+        format!("-I {} 1 {}", j.from, j.spec())
     }
 }
 
@@ -193,7 +194,7 @@ pub fn cleanup_script(table: &str, saved: &Saved) -> Option<String> {
 /// Checks the installed tables against the plan: every chain has exactly the planned number
 /// of rules and every jump is there once. Cheap enough to run as a drift check.
 pub fn verify(plan: &Plan, save: &str) -> Result<(), NetfilterError> {
-    verify_tables(&[&plan.mangle, &plan.nat], &plan.jumps, save)
+    verify_tables(&plan.tables(), &plan.jumps, save)
 }
 
 fn verify_tables(tables: &[&TablePlan], jumps: &[Jump], save: &str) -> Result<(), NetfilterError> {
@@ -246,7 +247,7 @@ pub fn save() -> Result<String, NetfilterError> {
 pub fn apply(plan: &Plan) -> Result<String, NetfilterError> {
     let current = save()?;
     let mut script = String::new();
-    for table in [&plan.mangle, &plan.nat] {
+    for table in plan.tables() {
         script.push_str(&apply_script(
             table,
             &plan.jumps,
@@ -265,7 +266,7 @@ pub fn apply(plan: &Plan) -> Result<String, NetfilterError> {
 /// nothing changed.
 pub fn delta_script(previous: &Plan, plan: &Plan) -> Option<String> {
     let mut script = String::new();
-    for (old, new) in [(&previous.mangle, &plan.mangle), (&previous.nat, &plan.nat)] {
+    for (old, new) in previous.tables().into_iter().zip(plan.tables()) {
         let names = |t: &TablePlan| t.chains.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
         if names(old) != names(new) {
             return None;

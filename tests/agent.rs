@@ -449,3 +449,55 @@ fn a_missing_interface_is_reported_and_does_not_stop_the_others() {
     );
     assert!(daemon.alive());
 }
+
+#[test]
+fn when_all_down_unreachable_refuses_at_once_and_recovers() {
+    let Some((lab, daemon, _)) = start(&config((50, 50), "when_all_down: unreachable\n")) else {
+        return;
+    };
+    lab.blackhole(1, true);
+    lab.blackhole(2, true);
+    daemon
+        .wait_for("uplink=isp1 from=up to=down", Duration::from_secs(5))
+        .expect("isp1 down");
+    daemon
+        .wait_for("uplink=isp2 from=up to=down", Duration::from_secs(5))
+        .expect("isp2 down");
+    // The log line comes just before the swap: wait for the swap itself.
+    let unreachable = Instant::now();
+    while !lab
+        .exec_ok(
+            "rt",
+            &["iptables", "-t", "mangle", "-S", "MULTIWAN_BALANCE"],
+        )
+        .contains("0xfe00/0xff00")
+    {
+        assert!(
+            unreachable.elapsed() < Duration::from_secs(2),
+            "balance chain never became unreachable"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A black-holed path would hang until the 2 s connect timeout; the unreachable rule
+    // answers at once.
+    let times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(
+                lab.connect_many(lab::LAN_CLIENT, ECHO, ECHO_PORT, 1),
+                vec![None]
+            );
+            t.elapsed()
+        })
+        .collect();
+    assert!(
+        times.iter().all(|t| *t < Duration::from_millis(300)),
+        "refused at once, not timed out: {times:?}"
+    );
+    lab.blackhole(2, false);
+    daemon
+        .wait_for("uplink=isp2 from=down to=up", Duration::from_secs(8))
+        .expect("isp2 back");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(lab.seen(20), HashMap::from([(uplink_addr(2), 20)]));
+}

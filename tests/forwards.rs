@@ -61,6 +61,27 @@ fn from_internet(lab: &Lab, dst: Ipv4Addr, n: usize) -> HashMap<Option<Ipv4Addr>
     out
 }
 
+/// The log line comes just before the swap: wait until the forward's chain holds `n` rules.
+fn wait_backends_in_rotation(lab: &Lab, n: usize) {
+    let start = Instant::now();
+    loop {
+        let nat = lab.exec_ok("rt", &["iptables-save", "-t", "nat"]);
+        if nat
+            .lines()
+            .filter(|l| l.starts_with("-A MULTIWAN_FWD_web "))
+            .count()
+            == n
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the chain never held {n} backends:\n{nat}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn round_robin_splits_evenly_on_both_uplinks_and_replies_leave_by_the_same_uplink() {
     let Some(lab) = lab() else { return };
@@ -140,6 +161,7 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
             Duration::from_secs(5),
         )
         .expect("B goes down");
+    wait_backends_in_rotation(&lab, 1);
     // down_after x interval + timeout, plus 1 s.
     assert!(
         t.elapsed() <= Duration::from_millis(2 * 500 + 300 + 1000),
@@ -183,6 +205,7 @@ fn a_stopped_backend_leaves_the_rotation_and_comes_back() {
     daemon
         .wait_for("backend=10.0.0.12 to=up", Duration::from_secs(5))
         .expect("B comes back");
+    wait_backends_in_rotation(&lab, 2);
     let seen = from_internet(&lab, uplink_addr(1), 40);
     assert_eq!(
         seen.get(&Some(B)).copied().unwrap_or(0),
@@ -219,15 +242,7 @@ fn every_backend_down_keeps_all_of_them() {
             Duration::from_secs(5),
         )
         .expect("logged");
-    let rules = lab.exec_ok("rt", &["iptables-save", "-t", "nat"]);
-    assert_eq!(
-        rules
-            .lines()
-            .filter(|l| l.starts_with("-A MULTIWAN_FWD_web"))
-            .count(),
-        2,
-        "{rules}"
-    );
+    wait_backends_in_rotation(&lab, 2);
 }
 
 #[test]

@@ -221,8 +221,7 @@ fn metrics_follow_an_outage_and_recovery() {
     daemon
         .wait_for("uplink=isp1 from=up to=down", Duration::from_secs(5))
         .expect("down");
-    let s = scrape(&lab);
-    assert_eq!(value(&s, "multiwan_uplink_up", "isp1"), 0.0);
+    let s = scrape_until(&lab, "isp1", 0.0);
     assert!(value(&s, "multiwan_uplink_loss_ratio", "isp1") > 0.0);
     let t = s
         .samples
@@ -234,8 +233,24 @@ fn metrics_follow_an_outage_and_recovery() {
     daemon
         .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(8))
         .expect("up");
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(value(&scrape(&lab), "multiwan_uplink_up", "isp1"), 1.0);
+    scrape_until(&lab, "isp1", 1.0);
+}
+
+/// Scrapes until `multiwan_uplink_up{uplink}` reads `up`: the gauges are updated just
+/// after the transition is logged.
+fn scrape_until(lab: &Lab, uplink: &str, up: f64) -> prometheus_parse::Scrape {
+    let start = Instant::now();
+    loop {
+        let s = scrape(lab);
+        if value(&s, "multiwan_uplink_up", uplink) == up {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "multiwan_uplink_up{{uplink={uplink}}} never read {up}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -111,11 +111,30 @@ fn all_down_unreachable_marks_new_connections_unreachable() {
             mask: 0xff00
         }
     );
+    // Refused in FORWARD: a TCP reset at once (an ICMP answer would be rate-limited).
+    let text = plan.iptables_restore();
     assert!(
-        plan.ip_rules
-            .iter()
-            .any(|r| r.to_string() == "10900: from all fwmark 0xfe00/0xff00 unreachable")
+        text.contains("*filter\n:MULTIWAN_FORWARD - [0:0]\n"),
+        "{text}"
     );
+    assert!(text.contains("-A MULTIWAN_FORWARD -p tcp -m mark --mark 0xfe00/0xff00 -m comment --comment \"multiwan all uplinks down\" -j REJECT --reject-with tcp-reset"), "{text}");
+    assert!(
+        text.contains("-j REJECT --reject-with icmp-net-unreachable"),
+        "{text}"
+    );
+    assert!(
+        plan.jumps
+            .iter()
+            .any(|j| j.table == "filter" && j.from == "FORWARD")
+    );
+}
+
+#[test]
+fn balance_all_touches_no_filter_table() {
+    let c = config(THREE);
+    let plan = Plan::build(&c, &Observed::default());
+    assert!(!plan.iptables_restore().contains("*filter"));
+    assert!(plan.jumps.iter().all(|j| j.table != "filter"));
 }
 
 #[test]
@@ -148,7 +167,6 @@ mark_mask: 0xf0000
             "2000: from all lookup main suppress_prefixlength 0",
             "2107: from <address of wan1> lookup 207",
             "2207: from all fwmark 0x70000/0xf0000 lookup 207",
-            "2900: from all fwmark 0xe0000/0xf0000 unreachable",
         ]
     );
 }

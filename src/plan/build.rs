@@ -10,7 +10,6 @@ use crate::config::{Fallback, Gateway, Policy, PolicyAction, Protocol};
 const PRIO_SUPPRESS_MAIN: u32 = 0;
 const PRIO_FROM: u32 = 100;
 const PRIO_FWMARK: u32 = 200;
-const PRIO_UNREACHABLE: u32 = 900;
 
 pub fn build(config: &Config, observed: &Observed) -> Plan {
     let observed_health: Vec<Health> = config
@@ -29,6 +28,7 @@ pub fn build(config: &Config, observed: &Observed) -> Plan {
         uplinks: uplink_plans(config, observed, &observed_health, &balance),
         mangle: mangle(config, &balance, &policies),
         nat: nat(config, &forwards),
+        filter: filter(config),
         jumps: jumps(config),
         ip_rules: ip_rules(config, observed),
         routes: routes(config, observed),
@@ -395,6 +395,41 @@ fn nat(config: &Config, forwards: &[ForwardPlan]) -> TablePlan {
     }
 }
 
+/// With `when_all_down: unreachable`, connections marked unreachable are refused in
+/// FORWARD: a TCP reset (which no ICMP rate limit delays) or ICMP net unreachable. An
+/// `unreachable` ip rule would answer only the first attempts: the kernel rate-limits its
+/// ICMP per host, and later attempts would hang until they time out.
+fn filter(config: &Config) -> TablePlan {
+    let mut chains = Vec::new();
+    if config.when_all_down == crate::config::WhenAllDown::Unreachable {
+        let mark = || Match::Mark {
+            value: config.marks.unreachable(),
+            mask: config.marks.mask,
+            negated: false,
+        };
+        let comment = "multiwan all uplinks down";
+        chains.push(Chain {
+            name: CHAIN_FORWARD.into(),
+            rules: vec![
+                Rule::new(
+                    vec![Match::Protocol(Protocol::Tcp), mark()],
+                    Target::Reject("tcp-reset".into()),
+                    comment,
+                ),
+                Rule::new(
+                    vec![mark()],
+                    Target::Reject("icmp-net-unreachable".into()),
+                    comment,
+                ),
+            ],
+        });
+    }
+    TablePlan {
+        name: "filter".into(),
+        chains,
+    }
+}
+
 fn jumps(config: &Config) -> Vec<Jump> {
     let mut out = vec![
         Jump {
@@ -413,6 +448,13 @@ fn jumps(config: &Config) -> Vec<Jump> {
             table: "nat".into(),
             from: "PREROUTING".into(),
             to: CHAIN_DNAT.into(),
+        });
+    }
+    if config.when_all_down == crate::config::WhenAllDown::Unreachable {
+        out.push(Jump {
+            table: "filter".into(),
+            from: "FORWARD".into(),
+            to: CHAIN_FORWARD.into(),
         });
     }
     out
@@ -447,12 +489,6 @@ fn ip_rules(config: &Config, observed: &Observed) -> Vec<IpRule> {
             action: lookup(config.table(u)),
         });
     }
-    out.push(IpRule {
-        priority: base + PRIO_UNREACHABLE,
-        from: None,
-        fwmark: Some((config.marks.unreachable(), config.marks.mask)),
-        action: RuleAction::Unreachable,
-    });
     out.sort_by_key(|r| r.priority);
     out
 }

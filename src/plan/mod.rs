@@ -28,6 +28,8 @@ pub const CHAIN_POLICY: &str = "MULTIWAN_POLICY";
 pub const CHAIN_BALANCE: &str = "MULTIWAN_BALANCE";
 pub const CHAIN_POSTROUTING: &str = "MULTIWAN_POSTROUTING";
 pub const CHAIN_DNAT: &str = "MULTIWAN_DNAT";
+/// Refuses new connections when every uplink is down (`when_all_down: unreachable`).
+pub const CHAIN_FORWARD: &str = "MULTIWAN_FORWARD";
 /// Prefix of each port forward's chain (`MULTIWAN_FWD_<name>`, at most 28 characters).
 pub const CHAIN_FORWARD_PREFIX: &str = "MULTIWAN_FWD_";
 /// The uplinks' own addresses (hairpin: LAN clients using a public address). A `.` cannot
@@ -182,6 +184,8 @@ pub struct Plan {
     pub policies: Vec<PolicyPlan>,
     pub mangle: TablePlan,
     pub nat: TablePlan,
+    /// Empty unless `when_all_down: unreachable`.
+    pub filter: TablePlan,
     pub jumps: Vec<Jump>,
     pub ip_rules: Vec<IpRule>,
     pub routes: Vec<RoutePlan>,
@@ -210,7 +214,16 @@ impl Plan {
 
     /// Both tables as one `iptables-restore --noflush` input.
     pub fn iptables_restore(&self) -> String {
-        format!("{}{}", self.mangle.restore_text(), self.nat.restore_text())
+        self.tables()
+            .iter()
+            .filter(|t| !t.chains.is_empty())
+            .map(|t| t.restore_text())
+            .collect()
+    }
+
+    /// The iptables tables multiwan manages, in the order they are applied.
+    pub fn tables(&self) -> [&TablePlan; 3] {
+        [&self.mangle, &self.nat, &self.filter]
     }
 
     /// The sets as `ipset restore` input (placeholders become comments).

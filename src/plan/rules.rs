@@ -68,6 +68,8 @@ pub enum Target {
     Masquerade,
     /// `-j DNAT --to-destination ADDRESS[:PORT]`
     Dnat(String),
+    /// `-j REJECT --reject-with KIND`
+    Reject(String),
 }
 
 /// What a rule stands for, so `explain` can tell the story behind it.
@@ -263,6 +265,7 @@ fn target_text(t: &Target) -> String {
         }
         Target::Masquerade => "-j MASQUERADE".into(),
         Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
+        Target::Reject(with) => format!("-j REJECT --reject-with {with}"),
     }
 }
 

@@ -228,7 +228,7 @@ uplinks:
         );
         let plan = Plan::build(&config(), &o);
         let rules = wanted_rules(&plan);
-        assert_eq!(rules.len(), 6);
+        assert_eq!(rules.len(), 5);
         assert_eq!(wanted_routes(&plan, &view).len(), 4);
         let mut down = view.clone();
         down.usable.remove("wan2");
@@ -252,7 +252,7 @@ uplinks:
         assert!(warnings[0].contains("wan2 does not exist"));
         let plan = Plan::build(&config(), &o);
         // No `from` rule for b (address unknown), no default route in b's table.
-        assert_eq!(wanted_rules(&plan).len(), 5);
+        assert_eq!(wanted_rules(&plan).len(), 4);
         let routes = wanted_routes(&plan, &view);
         assert_eq!(routes.iter().filter(|r| r.table == 102).count(), 1);
         assert!(routes.iter().any(|r| r.table == 102 && r.unreachable));
