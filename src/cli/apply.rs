@@ -14,10 +14,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match args.config.load() {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
+    let config = args.config.load()?;
     let rt = super::runtime()?;
     let applied = rt.block_on(async {
         let installer = Installer::new()?;

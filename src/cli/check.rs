@@ -11,10 +11,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match args.config.load() {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
+    let config = args.config.load()?;
     println!("{}: OK: {}", args.config.config.display(), config.summary());
     if !config.port_forwards.is_empty() && multiwan::netfilter::forward_policy_drops() == Some(true)
     {

@@ -47,14 +47,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match args.config.load() {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let observed = match observed_with_down(&config, &args.down) {
-        Ok(o) => o,
-        Err(code) => return Ok(code),
-    };
+    let config = args.config.load()?;
+    let observed = observed_with_down(&config, &args.down)?;
     let plan = Plan::build(&config, &observed);
     let protocol = match args.proto {
         Proto::Tcp => Protocol::Tcp,

@@ -8,7 +8,7 @@ mod plan;
 mod run;
 mod status;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -49,27 +49,40 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    /// Loads the config, printing every diagnostic on failure.
-    pub fn load(&self) -> Result<Config, ExitCode> {
-        load_config(&self.config)
+    /// Loads the config; on failure every diagnostic is printed and the command ends with
+    /// exit code 1.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        config::load(&self.config).map_err(|e| {
+            match e {
+                ConfigError::Invalid { .. } => eprintln!("{e}"),
+                _ => eprintln!("multiwan: {e}"),
+            }
+            Reported(ExitCode::FAILURE).into()
+        })
     }
 }
 
-pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    match config::load(path) {
-        Ok(c) => Ok(c),
-        Err(e @ ConfigError::Invalid { .. }) => {
-            eprintln!("{e}");
-            Err(ExitCode::FAILURE)
-        }
-        Err(e) => {
-            eprintln!("multiwan: {e}");
-            Err(ExitCode::FAILURE)
-        }
+/// A failure already explained to the user: the command only has to end with this code.
+#[derive(Debug)]
+pub struct Reported(pub ExitCode);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("already reported")
     }
 }
+
+impl std::error::Error for Reported {}
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let result = run_command(cli);
+    match result {
+        Err(e) if e.is::<Reported>() => Ok(e.downcast_ref::<Reported>().expect("checked").0),
+        other => other,
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Plan(a) => plan::run(a),
@@ -85,7 +98,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn observed_with_down(
     config: &Config,
     down: &[String],
-) -> Result<multiwan::plan::Observed, ExitCode> {
+) -> anyhow::Result<multiwan::plan::Observed> {
     let mut observed = multiwan::plan::Observed::default();
     for name in down {
         if config.uplink(name).is_none() {
@@ -94,7 +107,7 @@ pub fn observed_with_down(
                 "multiwan: --down {name}: no such uplink (uplinks: {})",
                 known.join(", ")
             );
-            return Err(ExitCode::from(2));
+            return Err(Reported(ExitCode::from(2)).into());
         }
         observed
             .health
