@@ -355,40 +355,14 @@ fn address_and_auto_gateway_changes_are_followed() {
     let lab = Lab::new(2);
     lab.start_internet_echo();
     // ISP 2 hands out its gateway by DHCP: a default route of higher metric in main.
-    lab.ip(
-        "rt",
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "100.64.2.1",
-            "dev",
-            "wan2",
-            "metric",
-            "200",
-        ],
-    );
+    lab.dhcp_default(2, "100.64.2.1");
     let text = config((50, 50), "").replace("gateway: 100.64.2.1", "gateway: auto");
     let daemon = lab.daemon(&lab.file("multiwan.yaml", &text));
     // A renewal: new address, new gateway.
     lab.ip("isp2", &["addr", "add", "100.64.2.254/24", "dev", "rt"]);
     lab.ip("rt", &["addr", "del", "100.64.2.2/24", "dev", "wan2"]);
     lab.ip("rt", &["addr", "add", "100.64.2.3/24", "dev", "wan2"]);
-    lab.ip(
-        "rt",
-        &[
-            "route",
-            "replace",
-            "default",
-            "via",
-            "100.64.2.254",
-            "dev",
-            "wan2",
-            "metric",
-            "200",
-        ],
-    );
+    lab.dhcp_default(2, "100.64.2.254");
     let start = Instant::now();
     loop {
         let rules = lab.exec_ok("rt", &["ip", "rule", "show"]);

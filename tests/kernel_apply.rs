@@ -409,20 +409,7 @@ fn auto_gateway_is_learned_from_the_main_table() {
     }
     let lab = Lab::new(2);
     lab.start_internet_echo();
-    lab.ip(
-        "rt",
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "100.64.2.1",
-            "dev",
-            "wan2",
-            "metric",
-            "200",
-        ],
-    );
+    lab.dhcp_default(2, "100.64.2.1");
     let config = BASE.replace("gateway: 100.64.2.1", "gateway: auto");
     let path = lab
         .file("multiwan.yaml", &config)

@@ -399,6 +399,25 @@ impl Lab {
         d
     }
 
+    /// A default route via ISP `n` in the router's main table, of lower priority than the
+    /// lab's default via ISP 1: what a DHCP client on that uplink installs.
+    pub fn dhcp_default(&self, n: usize, gateway: &str) {
+        self.ip(
+            "rt",
+            &[
+                "route",
+                "replace",
+                "default",
+                "via",
+                gateway,
+                "dev",
+                &format!("wan{n}"),
+                "metric",
+                "200",
+            ],
+        );
+    }
+
     /// Makes an ISP drop everything it forwards (its links stay up).
     pub fn blackhole(&self, isp: usize, on: bool) {
         let op = if on { "-I" } else { "-D" };
