@@ -247,6 +247,9 @@ impl Walker<'_> {
             Match::Random(_) | Match::EveryNth(_) => true,
             Match::SourceInSet(name) => self.set_contains(name, pkt.src),
             Match::DnatConnection => false,
+            // The packet explained opens a connection (a SYN) and comes from another host.
+            Match::TcpNotSyn => false,
+            Match::LocalSource { negated } => *negated,
         }
     }
 

@@ -13,6 +13,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     println!("{}: OK: {}", args.config.config.display(), config.summary());
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
     if !config.port_forwards.is_empty() && multiwan::netfilter::forward_policy_drops() == Some(true)
     {
         println!(

@@ -3,6 +3,7 @@
 
 mod error;
 mod forwards;
+mod ha;
 mod locate;
 mod model;
 pub mod names;
@@ -39,7 +40,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 pub fn schema_keys() -> Vec<String> {
     use raw::*;
     let mut keys: Vec<String> = validate::TOP_KEYS.iter().map(|k| k.to_string()).collect();
-    let sections: [(&str, Vec<String>); 10] = [
+    let sections: [(&str, Vec<String>); 11] = [
         ("uplinks[]", fields::<RawUplink>()),
         ("uplinks[].probe", fields::<RawProbe>()),
         ("uplinks[].probe.degraded", fields::<RawDegraded>()),
@@ -53,6 +54,7 @@ pub fn schema_keys() -> Vec<String> {
             vec!["address".into(), "port".into(), "weight".into()],
         ),
         ("port_forwards[].health_check", fields::<RawHealthCheck>()),
+        ("ha", fields::<RawHa>()),
     ];
     for (section, names) in sections {
         keys.extend(names.iter().map(|n| format!("{section}.{n}")));

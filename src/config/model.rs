@@ -29,6 +29,40 @@ pub struct Config {
     #[serde(with = "duration_ms")]
     pub hook_timeout: Duration,
     pub port_forwards: Vec<PortForward>,
+    /// Set when this router is one node of a VRRP pair.
+    pub ha: Option<Ha>,
+}
+
+/// This node of a VRRP pair (keepalived) with conntrack sync (conntrackd).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ha {
+    pub node: String,
+    /// The other router's address on the sync link.
+    pub peer: Ipv4Addr,
+    pub sync_interface: String,
+    pub virtual_router_id: u8,
+    pub priority: u8,
+    #[serde(with = "duration_ms")]
+    pub advert_interval: Duration,
+    #[serde(with = "duration_ms")]
+    pub preempt_delay: Duration,
+    /// The gateway address of each LAN interface, in `lan_interfaces` order.
+    pub lan_addresses: Vec<Ipv4Net>,
+    /// The shared public address of each uplink that has one, by uplink name.
+    pub uplink_addresses: std::collections::BTreeMap<String, Ipv4Net>,
+    /// Where `ha render` writes keepalived.conf and conntrackd.conf.
+    pub config_dir: PathBuf,
+}
+
+impl Ha {
+    /// The rendered conntrackd config, which `ha notify` and `status` also use.
+    pub fn conntrackd_config(&self) -> PathBuf {
+        self.config_dir.join("conntrackd.conf")
+    }
+
+    pub fn keepalived_config(&self) -> PathBuf {
+        self.config_dir.join("keepalived.conf")
+    }
 }
 
 /// A LAN service published on uplinks: DNAT to one live backend per new connection.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::values::{Net, OneOrMany, Percent, PortRange, Span};
+use super::values::{IfAddr, Net, OneOrMany, Percent, PortRange, Span};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,4 +145,21 @@ pub struct RawHealthCheck {
     pub timeout: Option<Span>,
     pub down_after: Option<u32>,
     pub up_after: Option<u32>,
+}
+
+/// `ha`: this node of a VRRP pair. Required fields are checked in `ha::ha` so that each
+/// missing one gets its own message.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHa {
+    pub node: Option<String>,
+    pub peer: Option<Ipv4Addr>,
+    pub sync_interface: Option<String>,
+    pub virtual_router_id: Option<u32>,
+    pub priority: Option<u32>,
+    pub advert_interval: Option<Span>,
+    pub preempt_delay: Option<Span>,
+    pub lan_addresses: Option<OneOrMany<IfAddr>>,
+    pub uplink_addresses: Option<std::collections::BTreeMap<String, IfAddr>>,
+    pub config_dir: Option<PathBuf>,
 }

@@ -36,6 +36,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "hooks",
     "hook_timeout",
     "port_forwards",
+    "ha",
 ];
 
 /// Collects diagnostics while reading one file.
@@ -248,6 +249,7 @@ impl<'a> Checker<'a> {
         let hooks = self.hooks(top);
         let hook_timeout = self.hook_timeout(top);
         let port_forwards = self.port_forwards(top, &uplinks);
+        let ha = self.ha(top, &lan_interfaces, &uplinks);
         Config {
             lan_interfaces,
             uplinks,
@@ -265,6 +267,7 @@ impl<'a> Checker<'a> {
             hooks,
             hook_timeout,
             port_forwards,
+            ha,
         }
     }
 
@@ -841,7 +844,7 @@ fn nets(list: Option<OneOrMany<Net>>) -> Vec<ipnet::Ipv4Net> {
         .unwrap_or_default()
 }
 
-fn is_unicast(ip: Ipv4Addr) -> bool {
+pub(super) fn is_unicast(ip: Ipv4Addr) -> bool {
     !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
 }
 

@@ -187,6 +187,26 @@ impl<'de> Deserialize<'de> for Net {
     }
 }
 
+/// An interface address with its prefix, host bits kept: `10.50.0.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfAddr(pub ipnet::Ipv4Net);
+
+impl<'de> Deserialize<'de> for IfAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = scalar_text(d, "an interface address like 10.50.0.1/24")?;
+        let parsed = text.trim().parse::<ipnet::Ipv4Net>().ok();
+        parsed
+            .filter(|n| n.prefix_len() == 32 || n.addr() != n.network())
+            .filter(|n| n.prefix_len() >= 31 || n.addr() != n.broadcast())
+            .map(IfAddr)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "`{text}` is not an interface address with its prefix, like 10.50.0.1/24"
+                ))
+            })
+    }
+}
+
 /// A list that may also be written as a single item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OneOrMany<T>(pub Vec<T>);

@@ -132,17 +132,14 @@ fn mangle(config: &Config, balance: &Balance, policies: &[PolicyPlan]) -> TableP
 /// chain; a NEW connection from an uplink (a port forward) gets that uplink's mark in its CONNMARK only. Never a packet mark here: a reply
 /// from the internet carrying a mark would be routed straight back out of the WAN.
 fn prerouting(config: &Config) -> Chain {
-    let mut rules: Vec<Rule> = config
-        .lan_interfaces
-        .iter()
-        .map(|lan| {
-            Rule::new(
-                vec![Match::InInterface(lan.clone())],
-                Target::Goto(CHAIN_LAN.into()),
-                "multiwan lan",
-            )
-        })
-        .collect();
+    let mut rules: Vec<Rule> = ha_takeover_guard(config).into_iter().collect();
+    rules.extend(config.lan_interfaces.iter().map(|lan| {
+        Rule::new(
+            vec![Match::InInterface(lan.clone())],
+            Target::Goto(CHAIN_LAN.into()),
+            "multiwan lan",
+        )
+    }));
     for u in &config.uplinks {
         rules.push(Rule::new(
             vec![
@@ -160,6 +157,24 @@ fn prerouting(config: &Config) -> Chain {
         name: CHAIN_PREROUTING.into(),
         rules,
     }
+}
+
+/// On a node of an HA pair: a TCP packet that is not a SYN yet would open a connection is
+/// one of an established connection whose conntrack entry is not committed yet (keepalived
+/// adds the shared addresses before `ha notify master` commits conntrackd's cache). Let
+/// through, it would become a fresh entry with a random mark and a wrong address; dropped,
+/// it is retransmitted after the commit.
+fn ha_takeover_guard(config: &Config) -> Option<Rule> {
+    config.ha.as_ref()?;
+    Some(Rule::new(
+        vec![
+            Match::Protocol(Protocol::Tcp),
+            Match::NewConnection { negated: false },
+            Match::TcpNotSyn,
+        ],
+        Target::Drop,
+        "multiwan ha mid-stream",
+    ))
 }
 
 /// LAN ingress: restore the connection's mark; marked packets leave at once; only NEW
@@ -367,13 +382,7 @@ fn nat(config: &Config, forwards: &[ForwardPlan]) -> TablePlan {
         config
             .uplinks
             .iter()
-            .map(|u| {
-                Rule::new(
-                    vec![Match::OutInterface(u.interface.clone())],
-                    Target::Masquerade,
-                    format!("multiwan nat {}", u.name),
-                )
-            })
+            .flat_map(|u| uplink_nat(config, u))
             .collect()
     } else {
         Vec::new()
@@ -393,6 +402,29 @@ fn nat(config: &Config, forwards: &[ForwardPlan]) -> TablePlan {
         name: "nat".into(),
         chains,
     }
+}
+
+/// An uplink's source NAT. A node of an HA pair sends forwarded connections from the
+/// uplink's shared address, so they keep working when the other node takes the address
+/// over; masquerade would pick each node's own address. The router's own traffic (probes,
+/// which must leave from this node's address) is still masqueraded.
+fn uplink_nat(config: &Config, u: &Uplink) -> Vec<Rule> {
+    let out = || Match::OutInterface(u.interface.clone());
+    let comment = format!("multiwan nat {}", u.name);
+    let mut rules = Vec::new();
+    if let Some(shared) = config
+        .ha
+        .as_ref()
+        .and_then(|ha| ha.uplink_addresses.get(&u.name))
+    {
+        rules.push(Rule::new(
+            vec![out(), Match::LocalSource { negated: true }],
+            Target::Snat(shared.addr()),
+            format!("multiwan ha nat {}", u.name),
+        ));
+    }
+    rules.push(Rule::new(vec![out()], Target::Masquerade, comment));
+    rules
 }
 
 /// With `when_all_down: unreachable`, connections marked unreachable are refused in

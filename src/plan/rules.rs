@@ -41,6 +41,12 @@ pub enum Match {
     SourceInSet(String),
     /// `-m conntrack --ctstate DNAT`
     DnatConnection,
+    /// `-m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN`: a TCP packet that cannot open a connection.
+    TcpNotSyn,
+    /// `-m addrtype --src-type LOCAL` (or `!`): the router's own traffic.
+    LocalSource {
+        negated: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,6 +72,8 @@ pub enum Target {
         mask: u32,
     },
     Masquerade,
+    /// `-j SNAT --to-source ADDRESS`
+    Snat(std::net::Ipv4Addr),
     /// `-j DNAT --to-destination ADDRESS[:PORT]`
     Dnat(String),
     /// `-j REJECT --reject-with KIND`
@@ -225,6 +233,11 @@ fn match_text(m: &Match, protocol: Option<Protocol>) -> String {
         Match::EveryNth(n) => format!("-m statistic --mode nth --every {n} --packet 0"),
         Match::SourceInSet(s) => format!("-m set --match-set {s} src"),
         Match::DnatConnection => "-m conntrack --ctstate DNAT".into(),
+        Match::TcpNotSyn => "-m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN".into(),
+        Match::LocalSource { negated } => {
+            let not = if *negated { "! " } else { "" };
+            format!("-m addrtype {not}--src-type LOCAL")
+        }
     }
 }
 
@@ -264,6 +277,7 @@ fn target_text(t: &Target) -> String {
             format!("-j CONNMARK --save-mark --nfmask {mask:#x} --ctmask {mask:#x}")
         }
         Target::Masquerade => "-j MASQUERADE".into(),
+        Target::Snat(a) => format!("-j SNAT --to-source {a}"),
         Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
         Target::Reject(with) => format!("-j REJECT --reject-with {with}"),
     }
