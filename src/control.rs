@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::config::MarkLayout;
+use crate::ha::Role;
+use crate::ha::conntrackd::SyncCounters;
 
 pub const STATUS: &str = "status";
 
@@ -28,6 +30,25 @@ pub struct Status {
     pub uplinks: Vec<UplinkStatus>,
     pub policies: Vec<PolicyStatus>,
     pub forwards: Vec<ForwardStatus>,
+    /// Present on a node of an HA pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaStatus {
+    pub node: String,
+    pub peer: String,
+    pub role: Role,
+    pub since_unix: f64,
+    /// Whether this node holds the shared addresses right now.
+    pub holds_addresses: bool,
+    /// conntrackd's counters; None when it could not be asked.
+    pub sync: Option<SyncCounters>,
+    pub sync_error: Option<String>,
+    /// Where conntrackd's config is (the agent fills it; not part of the JSON).
+    #[serde(skip)]
+    pub conntrackd_config: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +114,16 @@ pub struct PolicyStatus {
 /// A request to the agent, answered on the oneshot.
 pub type StatusRequest = oneshot::Sender<(Status, MarkLayout)>;
 
+/// `ha-role ROLE`: keepalived's notify script telling the agent its VRRP role (root only).
+pub const HA_ROLE: &str = "ha-role";
+
+/// What a control-socket client asks the agent.
+#[derive(Debug)]
+pub enum Request {
+    Status(StatusRequest),
+    HaRole(Role),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("no multiwan daemon is listening on {path} ({source})")]
@@ -115,6 +146,28 @@ pub enum ControlError {
 
 /// Asks the daemon for its status.
 pub fn query(path: &Path) -> Result<Status, ControlError> {
+    let answer = ask(path, STATUS)?;
+    serde_json::from_str(&answer).map_err(|_| ControlError::Refused {
+        path: path.to_path_buf(),
+        answer: answer.trim().to_string(),
+    })
+}
+
+/// Tells the daemon its HA role (from `ha notify`).
+pub fn set_role(path: &Path, role: Role) -> Result<(), ControlError> {
+    let answer = ask(path, &format!("{HA_ROLE} {role}"))?;
+    if answer.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(ControlError::Refused {
+            path: path.to_path_buf(),
+            answer: answer.trim().to_string(),
+        })
+    }
+}
+
+/// Sends one request line and reads the whole answer.
+fn ask(path: &Path, request: &str) -> Result<String, ControlError> {
     use std::io::ErrorKind;
     let io = |source| ControlError::Io {
         path: path.to_path_buf(),
@@ -132,20 +185,17 @@ pub fn query(path: &Path) -> Result<Status, ControlError> {
         })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
-    s.write_all(format!("{STATUS}\n").as_bytes()).map_err(io)?;
+    s.write_all(format!("{request}\n").as_bytes()).map_err(io)?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(|_| ControlError::Refused {
-        path: path.to_path_buf(),
-        answer: answer.trim().to_string(),
-    })
+    Ok(answer)
 }
 
 /// Creates the socket (replacing a stale one), restricts it, and answers requests.
 pub async fn serve(
     path: PathBuf,
     group: Option<String>,
-    agent: mpsc::Sender<StatusRequest>,
+    agent: mpsc::Sender<Request>,
 ) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -172,14 +222,10 @@ pub async fn serve(
     }
 }
 
-async fn answer(
-    stream: tokio::net::UnixStream,
-    gid: Option<u32>,
-    agent: mpsc::Sender<StatusRequest>,
-) {
-    let allowed = stream
-        .peer_cred()
-        .is_ok_and(|c| c.uid() == 0 || gid.is_some_and(|g| c.gid() == g));
+async fn answer(stream: tokio::net::UnixStream, gid: Option<u32>, agent: mpsc::Sender<Request>) {
+    let cred = stream.peer_cred().ok();
+    let root = cred.is_some_and(|c| c.uid() == 0);
+    let allowed = root || cred.is_some_and(|c| gid.is_some_and(|g| c.gid() == g));
     let (read, mut write) = stream.into_split();
     // Read the request before answering, even a refusal: closing with unread data would
     // reset the connection and the client would never see why.
@@ -191,24 +237,52 @@ async fn answer(
         let _ = write.write_all(b"permission denied\n").await;
         return;
     }
-    if got.is_err() || line.trim() != STATUS {
-        let _ = write.write_all(b"unknown request: try `status`\n").await;
-        return;
-    }
+    let request = line.trim();
+    let answer = match request.split_once(' ') {
+        _ if got.is_err() => "unknown request: try `status`\n".to_string(),
+        None if request == STATUS => status_answer(&agent).await,
+        Some((HA_ROLE, role)) if root => match role.parse::<Role>() {
+            Ok(role) => match agent.send(Request::HaRole(role)).await {
+                Ok(()) => "ok\n".into(),
+                Err(_) => "the agent is stopping\n".into(),
+            },
+            Err(e) => format!("{e}\n"),
+        },
+        Some((HA_ROLE, _)) => "permission denied: only root may set the HA role\n".into(),
+        _ => "unknown request: try `status`\n".into(),
+    };
+    let _ = write.write_all(answer.as_bytes()).await;
+}
+
+async fn status_answer(agent: &mpsc::Sender<Request>) -> String {
     let (tx, rx) = oneshot::channel();
-    if agent.send(tx).await.is_err() {
-        return;
+    if agent.send(Request::Status(tx)).await.is_err() {
+        return String::new();
     }
     let Ok((mut status, marks)) = rx.await else {
-        return;
+        return String::new();
     };
-    // Counting conntrack entries runs a tool: keep it off the agent's loop.
+    // Counting conntrack entries and asking conntrackd run tools: keep them off the loop.
     if let Ok(Some(counts)) = tokio::task::spawn_blocking(count_connections).await {
         fill_counts(&mut status, &counts, marks);
     }
+    if let Some(ha) = status.ha.take() {
+        status.ha = tokio::task::spawn_blocking(move || fill_sync(ha))
+            .await
+            .ok();
+    }
     let mut text = serde_json::to_string(&status).unwrap_or_default();
     text.push('\n');
-    let _ = write.write_all(text.as_bytes()).await;
+    text
+}
+
+/// conntrackd's counters, asked through the config `ha render` wrote.
+fn fill_sync(mut ha: HaStatus) -> HaStatus {
+    match crate::ha::conntrackd::counters(&ha.conntrackd_config) {
+        Ok(c) => ha.sync = Some(c),
+        Err(e) => ha.sync_error = Some(e.to_string()),
+    }
+    ha
 }
 
 /// (connections, bytes) per mark value, from `conntrack -L`.
@@ -382,7 +456,46 @@ pub fn render(status: &Status, now_unix: f64) -> String {
             let _ = writeln!(out, "{:<15} {}", p.name, p.target);
         }
     }
+    if let Some(ha) = &status.ha {
+        render_ha(&mut out, ha, now_unix);
+    }
     out
+}
+
+fn render_ha(out: &mut String, ha: &HaStatus, now_unix: f64) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "\nHA: node {} is {} for {} ({}), peer {}",
+        ha.node,
+        ha.role.name().to_uppercase(),
+        ago(now_unix - ha.since_unix),
+        if ha.holds_addresses {
+            "holds the shared addresses"
+        } else {
+            "does not hold the shared addresses"
+        },
+        ha.peer
+    );
+    match (&ha.sync, &ha.sync_error) {
+        (Some(c), _) => {
+            let _ = writeln!(
+                out,
+                "conntrackd: {} own connections, {} from the peer; sync packets sent {}, received {}; errors {}/{}; lost {}",
+                c.internal,
+                c.external,
+                c.packets_sent,
+                c.packets_received,
+                c.send_errors,
+                c.receive_errors,
+                c.lost_messages
+            );
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "conntrackd: not reachable: {e}");
+        }
+        (None, None) => {}
+    }
 }
 
 #[cfg(test)]
@@ -430,8 +543,32 @@ mod render_tests {
                 target: "balanced (isp1 is down)".into(),
             }],
             forwards: Vec::new(),
+            ha: Some(HaStatus {
+                node: "r1".into(),
+                peer: "10.60.0.2".into(),
+                role: Role::Master,
+                since_unix: 1060.0,
+                holds_addresses: true,
+                sync: Some(SyncCounters {
+                    internal: 20,
+                    external: 3,
+                    ..Default::default()
+                }),
+                sync_error: None,
+                conntrackd_config: PathBuf::new(),
+            }),
         };
         let text = render(&s, 1065.0);
+        assert!(
+            text.contains(
+                "HA: node r1 is MASTER for 5s (holds the shared addresses), peer 10.60.0.2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("conntrackd: 20 own connections, 3 from the peer"),
+            "{text}"
+        );
         assert!(text.contains("running for 2m45s"), "{text}");
         assert!(text.contains("0.052"), "{text}");
         let row = text.lines().find(|l| l.starts_with("isp1 ")).unwrap();

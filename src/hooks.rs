@@ -48,6 +48,23 @@ impl HookEvent {
 }
 
 impl HookEvent {
+    /// The variables of an HA role change.
+    pub fn ha_role(node: &str, peer: &str, role: &str, previous: &str) -> Self {
+        let vars = [
+            ("MULTIWAN_EVENT", "ha_role"),
+            ("MULTIWAN_HA_NODE", node),
+            ("MULTIWAN_HA_PEER", peer),
+            ("MULTIWAN_HA_ROLE", role),
+            ("MULTIWAN_HA_PREVIOUS_ROLE", previous),
+        ];
+        Self {
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// The variables of a port-forward backend transition.
     pub fn backend(forward: &str, backend: &str, state: &str, reason: &str) -> Self {
         let vars = [

@@ -10,6 +10,7 @@ pub mod control;
 pub mod events;
 pub mod exec;
 pub mod explain;
+pub mod ha;
 pub mod health;
 pub mod hooks;
 pub mod install;

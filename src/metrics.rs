@@ -39,6 +39,11 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -61,6 +66,7 @@ pub struct Metrics {
     apply_seconds: GaugeF,
     reloads: Family<ResultLabel, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
+    ha_role: Family<RoleLabel, Gauge>,
     /// Last seen totals, to turn the monitors' and rules' running totals into increments.
     seen: Mutex<HashMap<(String, &'static str), u64>>,
     /// Mark value to uplink name, for the rule counters.
@@ -91,10 +97,16 @@ impl Metrics {
             apply_seconds: GaugeF::default(),
             reloads: Family::default(),
             backend_up: Family::default(),
+            ha_role: Family::default(),
             seen: Mutex::new(HashMap::new()),
             marks: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
+        r.register(
+            "multiwan_ha_role",
+            "1 for this node's current VRRP role (master, backup, fault), 0 for the others",
+            m.ha_role.clone(),
+        );
         r.register(
             "multiwan_uplink_up",
             "1 when the uplink is up or degraded",
@@ -223,6 +235,16 @@ impl Metrics {
             cause: cause.into(),
         };
         self.transitions.get_or_create(&labels).inc();
+    }
+
+    /// The HA role gauge: one series per role, 1 on the current one.
+    pub fn ha_role(&self, role: crate::ha::Role) {
+        for r in crate::ha::Role::ALL {
+            let label = RoleLabel {
+                role: r.name().into(),
+            };
+            self.ha_role.get_or_create(&label).set(i64::from(r == role));
+        }
     }
 
     pub fn applied(&self, took: Duration) {

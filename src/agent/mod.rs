@@ -6,6 +6,7 @@
 
 mod backends;
 pub mod flush;
+mod ha;
 mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, ConfigError, InitialState};
-use crate::control::{self, StatusRequest};
+use crate::control::{self, Request};
 use crate::events::{self, KernelEvent};
 use crate::health::{Monitor, Settings, Transition};
 use crate::hooks::{self, HookEvent};
@@ -62,8 +63,8 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
-    let (status_tx, mut status_rx) = tokio::sync::mpsc::channel::<StatusRequest>(16);
-    spawn_services(&agent.config, agent.metrics.clone(), status_tx);
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Request>(16);
+    spawn_services(&agent.config, agent.metrics.clone(), control_tx);
     if let Err(e) = crate::notify::notify("READY=1") {
         warn!(error = %e, "could not tell systemd we are ready");
     }
@@ -71,9 +72,12 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
         let wake = tokio::time::Instant::from_std(agent.next_wakeup());
         tokio::select! {
             Some(ev) = probe_rx.recv() => agent.on_probe(ev),
-            Some(reply) = status_rx.recv() => {
-                let _ = reply.send((agent.status(), agent.config.marks));
-            }
+            Some(request) = control_rx.recv() => match request {
+                Request::Status(reply) => {
+                    let _ = reply.send((agent.status(), agent.config.marks));
+                }
+                Request::HaRole(role) => agent.set_role(role),
+            },
             Some(ev) = kernel.recv() => agent.on_kernel(ev),
             _ = tokio::time::sleep_until(wake) => {}
             _ = hup.recv() => agent.reload().await,
@@ -92,11 +96,11 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
 fn spawn_services(
     config: &Config,
     metrics: Arc<Metrics>,
-    status_tx: tokio::sync::mpsc::Sender<StatusRequest>,
+    control_tx: tokio::sync::mpsc::Sender<Request>,
 ) {
     let (socket, group) = (config.control.socket.clone(), config.control.group.clone());
     tokio::spawn(async move {
-        if let Err(e) = control::serve(socket.clone(), group, status_tx).await {
+        if let Err(e) = control::serve(socket.clone(), group, control_tx).await {
             error!(socket = %socket.display(), error = %e, "control socket failed: `multiwan status` will not work");
         }
     });
@@ -135,6 +139,8 @@ struct Agent {
     backends: BTreeMap<(String, usize), crate::health::backend::BackendMonitor>,
     backends_down: std::collections::BTreeSet<(String, usize)>,
     backend_changes: Vec<crate::health::backend::BackendTransition>,
+    /// This node's role in an HA pair (None for a single router).
+    ha: Option<ha::HaState>,
 }
 
 impl Agent {
@@ -182,8 +188,10 @@ impl Agent {
             backends: BTreeMap::new(),
             backends_down: Default::default(),
             backend_changes: Vec::new(),
+            ha: None,
             config,
         };
+        agent.init_ha();
         agent.rebuild_backends();
         agent.metrics_marks();
         agent.log_warnings(applied.warnings);
@@ -435,7 +443,14 @@ impl Agent {
             );
         }
         let old = self.swap_rules(Plan::build(&self.config, &self.observed_now()));
-        for f in flush::flushes(&self.config, &old, &self.plan, &transitions) {
+        let flushes = flush::flushes(&self.config, &old, &self.plan, &transitions);
+        if !flushes.is_empty() && !self.owns_conntrack() {
+            info!(
+                count = flushes.len(),
+                "HA backup: conntrack entries are left to the master (conntrackd syncs its deletions)"
+            );
+        }
+        for f in flushes.into_iter().filter(|_| self.owns_conntrack()) {
             match conntrack::delete_mark(f.mark, f.mask) {
                 Ok(n) => {
                     info!(what = %f.what, deleted = n, reason = %f.reason, "conntrack entries deleted")
@@ -617,6 +632,7 @@ impl Agent {
         self.metrics_marks();
         self.rebuild_backends();
         self.resync().await;
+        self.init_ha();
     }
 
     /// Logs warnings when they change, not on every reconcile.

@@ -7,7 +7,7 @@ use super::Agent;
 use crate::control::{LastTransition, PolicyStatus, Status, UplinkStatus};
 use crate::plan::Decision;
 
-fn unix(t: SystemTime) -> f64 {
+pub(super) fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
@@ -88,6 +88,7 @@ impl Agent {
             uplinks: uplinks.collect(),
             policies: policies.collect(),
             forwards: forwards.collect(),
+            ha: self.ha_status(),
         }
     }
 }

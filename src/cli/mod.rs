@@ -4,6 +4,7 @@ mod apply;
 mod check;
 mod cleanup;
 mod explain;
+mod ha;
 mod plan;
 mod run;
 mod status;
@@ -38,6 +39,8 @@ pub enum Command {
     Run(run::Args),
     /// Show what the running daemon is doing: states, weights, RTT, loss, reasons.
     Status(status::Args),
+    /// Two routers as a VRRP pair: render keepalived/conntrackd configs, role changes, checks.
+    Ha(ha::Args),
 }
 
 /// `-c/--config`, shared by every subcommand that reads the config.
@@ -91,6 +94,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(a) => cleanup::run(a),
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),
+        Command::Ha(a) => ha::run(a),
     }
 }
 

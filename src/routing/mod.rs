@@ -105,6 +105,7 @@ impl Routing {
         while let Some(msg) = addrs.try_next().await.map_err(nl("dump addresses"))? {
             if let Some((ip, len)) = ipv4_of(&msg) {
                 view.addresses.entry(msg.header.index).or_insert(ip);
+                view.local.insert(ip);
                 if let Ok(net) = Ipv4Net::new(ip, len) {
                     view.connected.push(net.trunc());
                     view.networks

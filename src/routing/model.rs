@@ -129,6 +129,8 @@ pub struct KernelView {
     pub usable: std::collections::HashSet<String>,
     /// Every IPv4 network on each interface index.
     pub networks: HashMap<u32, Vec<Ipv4Net>>,
+    /// Every IPv4 address of this host (an HA node holds the shared ones while master).
+    pub local: std::collections::HashSet<Ipv4Addr>,
 }
 
 /// Turns kernel facts into what the plan needs, with a warning for each missing piece.
@@ -216,6 +218,7 @@ uplinks:
             ],
             default_gateways: [(4, Ipv4Addr::new(100, 64, 2, 1))].into(),
             usable: ["wan1".to_string(), "wan2".to_string()].into(),
+            local: Default::default(),
             networks: Default::default(),
         };
         let (o, warnings) = observe(&config(), &view);

@@ -1,0 +1,120 @@
+//! The agent's side of an HA pair: which role keepalived gave this node, and what follows
+//! from it. Only the master deletes conntrack entries (conntrackd carries the deletions to
+//! the backup); both nodes probe and keep the same rules, so a takeover needs no install.
+
+use std::time::{Instant, SystemTime};
+
+use tracing::{info, warn};
+
+use super::Agent;
+use crate::conntrack;
+use crate::control::HaStatus;
+use crate::ha::Role;
+use crate::hooks::{self, HookEvent};
+use crate::plan::Health;
+use crate::routing::KernelView;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HaState {
+    pub role: Role,
+    pub since: SystemTime,
+}
+
+/// Before keepalived has said anything (the agent restarted under a running pair), the
+/// node is master exactly when it holds the LAN gateway address.
+pub(super) fn inferred_role(config: &crate::config::Config, view: &KernelView) -> Option<Role> {
+    let ha = config.ha.as_ref()?;
+    Some(if holds_addresses(ha, view) {
+        Role::Master
+    } else {
+        Role::Backup
+    })
+}
+
+fn holds_addresses(ha: &crate::config::Ha, view: &KernelView) -> bool {
+    ha.lan_addresses
+        .first()
+        .is_some_and(|a| view.local.contains(&a.addr()))
+}
+
+impl Agent {
+    /// Whether this node may delete conntrack entries: a single router, or the master.
+    pub(super) fn owns_conntrack(&self) -> bool {
+        self.ha.is_none_or(|h| h.role == Role::Master)
+    }
+
+    /// Sets the HA state after a start or reload.
+    pub(super) fn init_ha(&mut self) {
+        let role = inferred_role(&self.config, &self.view);
+        match (role, self.ha) {
+            (None, _) => self.ha = None,
+            (Some(_), Some(_)) => {}
+            (Some(role), None) => {
+                info!(role = %role, "HA: role taken from the shared addresses until keepalived reports one");
+                self.ha = Some(HaState {
+                    role,
+                    since: SystemTime::now(),
+                });
+                self.metrics.ha_role(role);
+            }
+        }
+    }
+
+    /// keepalived reported a role (through `ha notify`).
+    pub(super) fn set_role(&mut self, role: Role) {
+        let Some(ha) = self.config.ha.clone() else {
+            warn!(role = %role, "HA role reported, but the config has no `ha` section: ignored");
+            return;
+        };
+        let previous = self.ha.map(|h| h.role);
+        if previous == Some(role) {
+            return;
+        }
+        let previous = previous.map_or("none", Role::name);
+        info!(role = %role, previous, "HA role changed");
+        self.ha = Some(HaState {
+            role,
+            since: SystemTime::now(),
+        });
+        self.metrics.ha_role(role);
+        let event = HookEvent::ha_role(&ha.node, &ha.peer.to_string(), role.name(), previous);
+        hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
+        if role == Role::Master {
+            self.flush_down_uplinks();
+        }
+        // The shared addresses moved: re-read the kernel soon.
+        self.resync_at = Some(Instant::now());
+    }
+
+    /// A new master may have taken over connections the old one had not moved off an
+    /// uplink this node knows is down.
+    fn flush_down_uplinks(&self) {
+        let health = self.health();
+        for u in &self.config.uplinks {
+            if !u.flush_on_down || health.get(&u.name) != Some(&Health::Down) {
+                continue;
+            }
+            let mark = self.config.marks.uplink(u.id);
+            match conntrack::delete_mark(mark, self.config.marks.mask) {
+                Ok(n) => {
+                    info!(uplink = %u.name, deleted = n, "HA takeover: connections of a down uplink deleted")
+                }
+                Err(e) => warn!(uplink = %u.name, error = %e, "deleting conntrack entries failed"),
+            }
+        }
+    }
+
+    pub(super) fn ha_status(&self) -> Option<HaStatus> {
+        let (config, state) = (self.config.ha.as_ref()?, self.ha?);
+        Some(HaStatus {
+            node: config.node.clone(),
+            peer: config.peer.to_string(),
+            role: state.role,
+            since_unix: super::status::unix(state.since),
+            holds_addresses: holds_addresses(config, &self.view),
+            sync: None,
+            sync_error: None,
+            conntrackd_config: config.conntrackd_config(),
+        })
+    }
+}
