@@ -222,7 +222,7 @@ impl Metrics {
     }
 
     pub fn transition(&self, t: &Transition) {
-        let cause = if t.reason.starts_with("link") {
+        let cause = if t.caused_by_link() {
             "link"
         } else if t.reason.contains("rounds in a row") {
             "probes"

@@ -43,6 +43,14 @@ impl Agent {
         self.ha.is_none_or(|h| h.role == Role::Master)
     }
 
+    /// Whether a transition may delete its uplink's connections. On a node of a pair, a
+    /// deletion is synced to the peer, so it must be about the ISP, which both nodes share:
+    /// not a link this node alone lost (the node may be dying, and the peer, which still
+    /// has the link, is about to carry those connections on).
+    pub(super) fn may_flush_for(&self, t: &crate::health::Transition) -> bool {
+        self.ha.is_none() || (self.owns_conntrack() && !t.caused_by_link())
+    }
+
     /// Sets the HA state after a start or reload.
     pub(super) fn init_ha(&mut self) {
         let role = inferred_role(&self.config, &self.view);

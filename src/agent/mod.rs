@@ -443,7 +443,12 @@ impl Agent {
             );
         }
         let old = self.swap_rules(Plan::build(&self.config, &self.observed_now()));
-        let flushes = flush::flushes(&self.config, &old, &self.plan, &transitions);
+        let flushable: Vec<Transition> = transitions
+            .iter()
+            .filter(|t| self.may_flush_for(t))
+            .cloned()
+            .collect();
+        let flushes = flush::flushes(&self.config, &old, &self.plan, &flushable);
         if !flushes.is_empty() && !self.owns_conntrack() {
             info!(
                 count = flushes.len(),

@@ -91,6 +91,9 @@ pub fn keepalived(config: &Config, ctx: &Context) -> Result<String, RenderError>
     // node waits `preempt_delay` (its conntrack resync) before taking over.
     let _ = writeln!(o, "    state BACKUP");
     let _ = writeln!(o, "    interface {}", ha.sync_interface);
+    // On a direct cable the peer's death takes our carrier too: that must not put this
+    // node in FAULT, it is exactly when it has to take over.
+    let _ = writeln!(o, "    dont_track_primary");
     let _ = writeln!(o, "    virtual_router_id {}", ha.virtual_router_id);
     let _ = writeln!(o, "    priority {}", ha.priority);
     let _ = writeln!(o, "    advert_int {}", centiseconds(ha.advert_interval));

@@ -82,6 +82,13 @@ pub struct Transition {
     pub rtt: Option<Duration>,
 }
 
+impl Transition {
+    /// The uplink's own link changed (carrier or admin state), not what probes measured.
+    pub fn caused_by_link(&self) -> bool {
+        self.reason.starts_with("link ")
+    }
+}
+
 /// Figures for status and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {

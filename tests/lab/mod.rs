@@ -201,33 +201,7 @@ impl Lab {
 
     /// A TCP server in `role` that answers every connection with the peer address it saw.
     pub fn start_echo(&self, role: &str, addr: Ipv4Addr, port: u16) {
-        let path = format!("/var/run/netns/{}", self.ns(role));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            enter_netns(&path);
-            let listener = TcpListener::bind(SocketAddr::from((addr, port))).expect("bind echo");
-            tx.send(()).unwrap();
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                std::thread::spawn(move || {
-                    if let Ok(peer) = s.peer_addr() {
-                        let _ = s.write_all(format!("{}\n", peer.ip()).as_bytes());
-                    }
-                    // Keep long-lived connections open until the client closes.
-                    let mut buf = [0u8; 64];
-                    while let Ok(n) = s.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("echo server did not start");
+        serve_echo(&self.ns(role), addr, port);
     }
 
     /// A TCP server in `role` that answers every connection with its own address: a
@@ -492,19 +466,20 @@ pub fn udp_ask(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
 pub fn ask_peer(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
     let mut s = connect_from(src, dst, port)?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    read_line(&mut s)?.parse().ok()
+}
+
+/// Reads up to the end of a line (the read timeout set on the stream applies).
+pub fn read_line(s: &mut TcpStream) -> Option<String> {
     let mut line = String::new();
-    let mut buf = [0u8; 64];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        line.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if line.contains('\n') {
-            break;
+    let mut buf = [0u8; 1];
+    while !line.ends_with('\n') {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => line.push(buf[0] as char),
         }
     }
-    line.trim().parse().ok()
+    Some(line.trim().to_string())
 }
 
 /// A TCP connection bound to a source address, with a short connect timeout.
@@ -582,6 +557,34 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
         },
         sin_zero: [0; 8],
     }
+}
+
+/// A TCP server in namespace `netns` that first sends the peer address it saw, then echoes
+/// what it receives, for as long as the client keeps the connection.
+pub fn serve_echo(netns: &str, addr: Ipv4Addr, port: u16) {
+    let path = format!("/var/run/netns/{netns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        enter_netns(&path);
+        let listener = TcpListener::bind(SocketAddr::from((addr, port))).expect("bind echo");
+        tx.send(()).unwrap();
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                if let Ok(peer) = s.peer_addr() {
+                    let _ = s.write_all(format!("{}\n", peer.ip()).as_bytes());
+                }
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("echo server did not start");
 }
 
 pub fn enter_netns(path: &str) {
