@@ -324,20 +324,42 @@ ha:
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    /// The hard way: every link down, every process of the router SIGKILLed (a power cut).
+    /// The hard way: every link down, then every process of the router SIGKILLed. The
+    /// dying node sees its links go (and must not act on it in a way the peer inherits).
     pub fn kill_hard(&mut self, k: u8) {
+        self.links_down(k);
+        self.kill_all(k);
+    }
+
+    /// A power cut: every process dies first (keepalived cannot say goodbye with a
+    /// priority-0 advert), then the links go dark. The backup takes over on advert timeout.
+    pub fn power_cut(&mut self, k: u8) {
+        self.kill_all(k);
+        self.links_down(k);
+    }
+
+    fn links_down(&self, k: u8) {
         for link in ["lan0", "wan1", "wan2", "sync0"] {
             let _ = Command::new("ip")
                 .args(["-n", &self.router(k), "link", "set", link, "down"])
                 .status();
         }
+    }
+
+    fn kill_all(&mut self, k: u8) {
         let pids = Command::new("ip")
             .args(["netns", "pids", &self.router(k)])
             .output()
             .unwrap();
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            if let Ok(pid) = pid.parse::<i32>() {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+        let pids: Vec<i32> = String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        // Stopped first, all of them: keepalived's VRRP process gets SIGTERM when its parent
+        // dies and would otherwise still say goodbye (a priority-0 advert).
+        for sig in [libc::SIGSTOP, libc::SIGKILL] {
+            for pid in &pids {
+                unsafe { libc::kill(*pid, sig) };
             }
         }
         self.reap(k);
