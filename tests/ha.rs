@@ -234,3 +234,38 @@ fn check_peer_accepts_the_profile_pair_and_refuses_a_mismatch() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_warns_about_an_uplink_without_a_shared_address() {
+    let profile = format!("{}/profiles/ha-pair-r1.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(profile)
+        .unwrap()
+        .replace("    cable: 100.70.2.1/24\n", "");
+    let path = std::env::temp_dir().join(format!("mw-single-{}.yaml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_multiwan"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_multiwan"))
+        .args(["plan", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "a warning is not an error");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: ha.uplink_addresses: uplink cable has no shared address")
+            && stdout.contains("do not survive a router failover"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("uplink fibre has no"), "{stdout}");
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("-j SNAT --to-source 100.70.1.1"), "{plan}");
+    assert!(
+        !plan.contains("-o wan2 -m addrtype"),
+        "cable is masqueraded: {plan}"
+    );
+}

@@ -169,6 +169,8 @@ pub fn conntrackd(config: &Config, ctx: &Context) -> Result<String, RenderError>
     let _ = writeln!(o, "    HashLimit 131072");
     let _ = writeln!(o, "    LogFile off");
     let _ = writeln!(o, "    Syslog on");
+    // Debian's conntrackd.service is Type=notify; outside systemd this does nothing.
+    let _ = writeln!(o, "    Systemd on");
     let _ = writeln!(o, "    LockFile {lock}");
     let _ = writeln!(o, "    UNIX {{\n        Path {socket}\n    }}");
     let _ = writeln!(o, "    NetlinkBufferSize 2097152");
