@@ -232,3 +232,55 @@ policies:
         "uplink b"
     );
 }
+
+#[test]
+fn an_ha_node_snats_to_shared_addresses_and_hairpins_them() {
+    let c = config(
+        "
+lan_interfaces: [lan0]
+uplinks:
+  - {name: a, interface: wan1, gateway: 100.70.1.254, id: 1}
+  - {name: b, interface: wan2, gateway: 100.70.2.254, id: 2}
+port_forwards:
+  - {name: web, protocol: tcp, port: 443, to: [10.50.0.20]}
+ha:
+  node: r1
+  peer: 10.60.0.2
+  sync_interface: sync0
+  virtual_router_id: 51
+  lan_addresses: [10.50.0.1/24]
+  uplink_addresses: {a: 100.70.1.1/24}
+",
+    );
+    let mut o = Observed::default();
+    o.addresses
+        .insert("a".into(), "100.70.1.2".parse().unwrap());
+    o.addresses
+        .insert("b".into(), "100.70.2.2".parse().unwrap());
+    o.connected = Some(Vec::new());
+    let plan = Plan::build(&c, &o);
+    let wan = plan
+        .sets
+        .iter()
+        .find(|s| s.name == multiwan::plan::WAN_ADDRESSES_SET)
+        .expect("hairpin set");
+    let known = wan.networks.known().expect("online");
+    for a in ["100.70.1.2/32", "100.70.2.2/32", "100.70.1.1/32"] {
+        assert!(known.contains(&a.parse().unwrap()), "{a} in {known:?}");
+    }
+    let nat = plan.nat.restore_text();
+    assert!(nat.contains("-o wan1 -m addrtype ! --src-type LOCAL -m comment --comment \"multiwan ha nat a\" -j SNAT --to-source 100.70.1.1"), "{nat}");
+    assert!(
+        !nat.contains("--comment \"multiwan ha nat b\""),
+        "b has no shared address: {nat}"
+    );
+    let mangle = plan.mangle.restore_text();
+    let first = mangle
+        .lines()
+        .find(|l| l.starts_with("-A MULTIWAN_PREROUTING"))
+        .unwrap();
+    assert!(
+        first.contains("! --tcp-flags FIN,SYN,RST,ACK SYN") && first.ends_with("-j DROP"),
+        "{first}"
+    );
+}

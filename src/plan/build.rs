@@ -581,7 +581,13 @@ fn sets(config: &Config, observed: &Observed) -> Vec<IpSet> {
         }
     }
     if config.port_forwards.iter().any(|f| f.hairpin) {
-        // Online (connected is known) the set holds the addresses found so far.
+        // Online (connected is known) the set holds the addresses found so far, and an HA
+        // pair's shared addresses (the ones LAN clients are told to use).
+        let shared = config
+            .ha
+            .iter()
+            .flat_map(|ha| ha.uplink_addresses.values())
+            .map(|a| ipnet::Ipv4Net::from(a.addr()));
         let addresses: Option<Vec<ipnet::Ipv4Net>> = observed.connected.as_ref().map(|_| {
             config
                 .uplinks
@@ -592,6 +598,7 @@ fn sets(config: &Config, observed: &Observed) -> Vec<IpSet> {
                         .get(&u.name)
                         .map(|a| ipnet::Ipv4Net::from(*a))
                 })
+                .chain(shared)
                 .collect()
         });
         out.push(IpSet {
