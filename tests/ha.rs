@@ -269,3 +269,58 @@ fn check_warns_about_an_uplink_without_a_shared_address() {
         "cable is masqueraded: {plan}"
     );
 }
+
+#[test]
+fn only_the_master_deletes_a_failed_isps_connections_and_the_backup_learns_it() {
+    let Some(lab) = pair(Options::default()) else {
+        return;
+    };
+    let conns = lab.connect(20);
+    let on_isp1 = conns.spread().get(&shared_address(1)).copied().unwrap_or(0);
+    assert!(on_isp1 > 0, "{:?}", conns.spread());
+    let external = |lab: &HaLab| {
+        lab.status(2)
+            .and_then(|s| s["ha"]["sync"]["external"].as_u64())
+            .unwrap_or(0)
+    };
+    let synced = lab.wait_until(Duration::from_secs(5), || external(&lab) >= 20);
+    assert!(
+        synced.is_some(),
+        "r2 holds r1's 20 connections: {}",
+        external(&lab)
+    );
+
+    lab.blackhole(1, true);
+    let both_down = lab.wait_until(Duration::from_secs(10), || {
+        [1, 2].iter().all(|k| {
+            lab.status(*k)
+                .is_some_and(|s| s["uplinks"][0]["state"] == "down")
+        })
+    });
+    assert!(
+        both_down.is_some(),
+        "both nodes see isp1 down:\n{}",
+        lab.logs()
+    );
+    // The master deleted them; conntrackd carried the deletions to the backup's cache.
+    let left = 20 - on_isp1 as u64;
+    let carried = lab.wait_until(Duration::from_secs(5), || external(&lab) == left);
+    assert!(
+        carried.is_some(),
+        "r2's external cache: {} entries, expected {left}:\n{}",
+        external(&lab),
+        lab.logs()
+    );
+    assert!(
+        lab.log_text(1, "multiwan")
+            .contains("conntrack entries deleted what=isp1"),
+        "{}",
+        lab.logs()
+    );
+    let backup_log = lab.log_text(2, "multiwan");
+    assert!(
+        !backup_log.contains("conntrack entries deleted")
+            && backup_log.contains("HA backup: conntrack entries are left to the master"),
+        "{backup_log}"
+    );
+}

@@ -51,6 +51,18 @@ impl Agent {
         self.ha.is_none() || (self.owns_conntrack() && !t.caused_by_link())
     }
 
+    /// Says why an HA node left a down uplink's connections in place.
+    pub(super) fn log_withheld(&self, withheld: &[crate::health::Transition]) {
+        for t in withheld.iter().filter(|t| t.to == Health::Down) {
+            let role = self.ha.map_or("none", |h| h.role.name());
+            if self.owns_conntrack() {
+                info!(uplink = %t.uplink, reason = %t.reason, "HA master: this node lost the link alone; connections stay for the peer (no flush)");
+            } else {
+                info!(uplink = %t.uplink, role, "HA backup: conntrack entries are left to the master (conntrackd syncs its deletions)");
+            }
+        }
+    }
+
     /// Sets the HA state after a start or reload.
     pub(super) fn init_ha(&mut self) {
         let role = inferred_role(&self.config, &self.view);

@@ -443,18 +443,12 @@ impl Agent {
             );
         }
         let old = self.swap_rules(Plan::build(&self.config, &self.observed_now()));
-        let flushable: Vec<Transition> = transitions
+        let (flushable, withheld): (Vec<Transition>, Vec<Transition>) = transitions
             .iter()
-            .filter(|t| self.may_flush_for(t))
             .cloned()
-            .collect();
+            .partition(|t| self.may_flush_for(t));
+        self.log_withheld(&withheld);
         let flushes = flush::flushes(&self.config, &old, &self.plan, &flushable);
-        if !flushes.is_empty() && !self.owns_conntrack() {
-            info!(
-                count = flushes.len(),
-                "HA backup: conntrack entries are left to the master (conntrackd syncs its deletions)"
-            );
-        }
         for f in flushes.into_iter().filter(|_| self.owns_conntrack()) {
             match conntrack::delete_mark(f.mark, f.mask) {
                 Ok(n) => {
