@@ -324,3 +324,32 @@ fn only_the_master_deletes_a_failed_isps_connections_and_the_backup_learns_it() 
         "{backup_log}"
     );
 }
+
+#[test]
+fn a_master_that_loses_an_uplink_cable_hands_over_and_its_connections_follow() {
+    let Some(lab) = pair(Options::default()) else {
+        return;
+    };
+    let conns = lab.connect(20);
+    assert_eq!(conns.spread().len(), 2, "{:?}", conns.spread());
+    std::thread::sleep(Duration::from_millis(500));
+    // Only r1 loses ISP 1's cable; r2 still reaches ISP 1.
+    let r1 = lab.ns("r1");
+    let status = std::process::Command::new("ip")
+        .args(["-n", &r1, "link", "set", "wan1", "down"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let moved = lab.wait_master(2, Duration::from_secs(15));
+    assert!(moved.is_some(), "r2 did not take over:\n{}", lab.logs());
+    // r1 did not delete ISP 1's connections (conntrackd would have synced that to r2):
+    // they carry on through r2's own ISP 1 link.
+    let alive = conns.alive(1, Duration::from_secs(15));
+    assert_eq!(count(&alive), 20, "{alive:?}\n{}", lab.logs());
+    assert!(
+        !lab.log_text(1, "multiwan")
+            .contains("conntrack entries deleted"),
+        "{}",
+        lab.logs()
+    );
+}

@@ -11,10 +11,11 @@ use crate::config::{Config, Ha};
 /// The UDP port conntrackd's FTFW sync uses on the sync link.
 pub const SYNC_PORT: u16 = 3780;
 
-/// A node that loses an uplink's link lowers its VRRP priority by this much, so a peer that
-/// still has every link takes over (after `preempt_delay`), while a link both nodes lost
-/// (the ISP's modem is down) changes nothing.
-pub const UPLINK_LINK_WEIGHT: i32 = -50;
+/// A node that loses an uplink's link lowers its VRRP priority by this much: more than the
+/// usual gap between the two nodes (150 and 100), so a peer that still has every link takes
+/// over (after `preempt_delay`), while a link both nodes lost (the ISP's modem is down)
+/// changes nothing (keepalived keeps priorities at 1 or more).
+pub const UPLINK_LINK_WEIGHT: i32 = -100;
 
 /// What rendering needs besides the config.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ fn keepalived_holds_every_shared_address_and_notifies_multiwan() {
         "        100.70.1.1/24 dev wan1",
         "        100.70.2.1/24 dev wan2",
         "        lan0",
-        "        wan1 weight -50",
+        "        wan1 weight -100",
         "    notify_master \"/usr/sbin/multiwan ha notify master --config /etc/multiwan/multiwan.yaml\"",
         "    notify_backup \"/usr/sbin/multiwan ha notify backup --config /etc/multiwan/multiwan.yaml\"",
         "    notify_fault \"/usr/sbin/multiwan ha notify fault --config /etc/multiwan/multiwan.yaml\"",
