@@ -13,7 +13,7 @@ pub const SYNC_PORT: u16 = 3780;
 
 /// A node that loses an uplink's link lowers its VRRP priority by this much: more than the
 /// usual gap between the two nodes (150 and 100), so a peer that still has every link takes
-/// over (after `preempt_delay`), while a link both nodes lost (the ISP's modem is down)
+/// over, while a link both nodes lost (the ISP's modem is down)
 /// changes nothing (keepalived keeps priorities at 1 or more).
 pub const UPLINK_LINK_WEIGHT: i32 = -100;
 
