@@ -76,7 +76,12 @@ impl Checker<'_> {
         }
         let advert = self.advert_interval(raw.advert_interval, &p);
         let preempt = raw.preempt_delay.map_or(Duration::from_secs(30), |s| s.0);
-        if preempt > Duration::from_secs(1000) {
+        if preempt.subsec_nanos() != 0 {
+            self.error(
+                &p.key("preempt_delay"),
+                format!("{} must be whole seconds, like 30s", Span(preempt)),
+            );
+        } else if preempt > Duration::from_secs(1000) {
             self.error(
                 &p.key("preempt_delay"),
                 format!(
