@@ -47,3 +47,42 @@ fn demo_shows_all_five_steps_and_exits_0() {
         "the demo removed its lab"
     );
 }
+
+#[test]
+fn ha_demo_shows_a_power_cut_and_a_failback_without_loss() {
+    if !lab::available() {
+        return;
+    }
+    let prefix = format!("mwhademo{}", std::process::id() % 10_000);
+    let out =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ha-demo.sh"))
+            .env("MULTIWAN_BINARY", env!("CARGO_BIN_EXE_multiwan"))
+            .env("MULTIWAN_DEMO_PREFIX", &prefix)
+            .output()
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "ok: r1 is master",
+        "ok: 10 of 10 connections carry on through r2",
+        "r1 is backup while it resyncs",
+        "ok: 10 of 10 connections still answer after the failback",
+        "Every step behaved as shown.",
+    ] {
+        assert!(text.contains(line), "missing {line:?}:\n{text}");
+    }
+    assert_eq!(text.matches("  ok: ").count(), 6, "{text}");
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(
+        !String::from_utf8_lossy(&left).contains(&prefix),
+        "the demo removed its lab"
+    );
+}
