@@ -446,3 +446,52 @@ fn install_script_stages_files_and_keeps_an_existing_config() {
     );
     let _ = std::fs::remove_dir_all(&dest);
 }
+
+#[test]
+fn the_control_group_may_read_status_but_only_root_sets_the_ha_role() {
+    use std::os::unix::fs::PermissionsExt;
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let socket = lab.socket();
+    let config = lab.file(
+        "multiwan.yaml",
+        &format!(
+            "{CONFIG}control: {{socket: {}, group: nogroup}}\n",
+            socket.display()
+        ),
+    );
+    let _daemon = lab.daemon(&config);
+    std::fs::set_permissions(
+        socket.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let as_group_member = |request: &str| {
+        let mut child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "socat",
+                "-",
+            ])
+            .arg(format!("UNIX-CONNECT:{}", socket.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{request}\n").as_bytes())
+            .unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    assert!(as_group_member("status").contains("\"uplinks\""));
+    let answer = as_group_member("ha-role master");
+    assert!(answer.contains("only root may set the HA role"), "{answer}");
+}
