@@ -1,7 +1,7 @@
 //! Sends ICMP echo probes out of one uplink with surge-ping. The socket is bound to the
-//! uplink's interface **and** source address; with the `from <address> lookup <table>` rule
-//! and the uplink table's default route, a probe can only be answered if that ISP really
-//! carries it (binding alone does not steer a probe: see docs/architecture.md).
+//! uplink's interface **and** source address, and carries the uplink's mark (SO_MARK): the
+//! fwmark rule sends it through the uplink table, so a probe can only be answered if that
+//! ISP really carries it (binding alone does not steer a probe: see docs/architecture.md).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -69,20 +69,26 @@ pub struct Prober {
     ident: u16,
     pub interface: String,
     pub source: Ipv4Addr,
+    pub mark: u32,
 }
 
 impl Prober {
-    pub fn new(interface: &str, source: Ipv4Addr, ident: u16) -> std::io::Result<Self> {
+    /// `mark` is the uplink's fwmark (our bits only): the fwmark rule sends every probe
+    /// through the uplink's table, and the OUTPUT chain leaves a marked packet alone.
+    pub fn new(interface: &str, source: Ipv4Addr, ident: u16, mark: u32) -> std::io::Result<Self> {
         let config = Config::builder()
             .kind(ICMP::V4)
             .interface(interface)
             .bind(SocketAddr::new(IpAddr::V4(source), 0))
             .build();
+        let client = Client::new(&config)?;
+        set_mark(client.get_socket().get_native_sock(), mark)?;
         Ok(Self {
-            client: Client::new(&config)?,
+            client,
             ident,
             interface: interface.to_string(),
             source,
+            mark,
         })
     }
 
@@ -135,5 +141,24 @@ impl Prober {
             };
             let _ = events.send(event);
         });
+    }
+}
+
+/// SO_MARK on the probe socket (needs CAP_NET_ADMIN, which the daemon has anyway).
+fn set_mark(fd: std::os::fd::RawFd, mark: u32) -> std::io::Result<()> {
+    // SAFETY: fd is the client's open socket; the option value is a plain u32.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

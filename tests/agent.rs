@@ -475,3 +475,70 @@ fn when_all_down_unreachable_refuses_at_once_and_recovers() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(lab.seen(20), HashMap::from([(uplink_addr(2), 20)]));
 }
+
+/// Which address the echo server sees for each of `n` connections the router itself opens
+/// (no source address chosen: the kernel picks one from main's default route, via wan1).
+fn seen_from_router(lab: &Lab, n: usize) -> HashMap<Ipv4Addr, usize> {
+    let answers = lab.in_ns("rt", move || {
+        (0..n)
+            .map(|_| {
+                let addr = std::net::SocketAddr::from((ECHO, ECHO_PORT));
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                lab::read_line(&mut s)?.parse::<Ipv4Addr>().ok()
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut out = HashMap::new();
+    for a in answers {
+        *out.entry(a.unwrap_or(Ipv4Addr::UNSPECIFIED)).or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn the_routers_own_connections_follow_failover_while_probes_keep_their_uplink() {
+    let text = format!(
+        "lan_interfaces: [lan0, lan1]
+uplinks:
+  - {{name: isp1, interface: wan1, gateway: 100.64.1.1, tier: 1, {PROBES}}}
+  - {{name: isp2, interface: wan2, gateway: 100.64.2.1, tier: 2, {PROBES}}}
+"
+    );
+    let Some((lab, daemon, _)) = start(&text) else {
+        return;
+    };
+    assert_eq!(
+        seen_from_router(&lab, 5),
+        HashMap::from([(uplink_addr(1), 5)])
+    );
+    // ISP 1 dies; main's default route still points at it.
+    lab.blackhole(1, true);
+    assert!(
+        daemon
+            .wait_for("uplink=isp1 from=up to=down", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        seen_from_router(&lab, 5),
+        HashMap::from([(uplink_addr(2), 5)]),
+        "the router's own new connections (DNS, NTP, VPN) leave by ISP 2"
+    );
+    // isp1's probes kept leaving by isp1 (their socket mark), so they see it come back.
+    lab.blackhole(1, false);
+    assert!(
+        daemon
+            .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        seen_from_router(&lab, 5),
+        HashMap::from([(uplink_addr(1), 5)])
+    );
+}

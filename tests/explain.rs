@@ -32,7 +32,7 @@ fn pinned_host_takes_its_uplink() {
         "{text}"
     );
     assert!(
-        text.contains("mark 0x100 -> ip rule 10201 -> table 101: default via 100.64.1.1 dev wan1"),
+        text.contains("mark 0x100 -> ip rule 10101 -> table 101: default via 100.64.1.1 dev wan1"),
         "{text}"
     );
 }

@@ -165,8 +165,8 @@ mark_mask: 0xf0000
         rules,
         vec![
             "2000: from all lookup main suppress_prefixlength 0",
-            "2107: from <address of wan1> lookup 207",
-            "2207: from all fwmark 0x70000/0xf0000 lookup 207",
+            "2107: from all fwmark 0x70000/0xf0000 lookup 207",
+            "2207: from <address of wan1> lookup 207",
         ]
     );
 }

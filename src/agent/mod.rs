@@ -392,13 +392,14 @@ impl Agent {
     fn prober(&mut self, name: &str) -> Option<&Prober> {
         let u = self.config.uplink(name)?;
         let source = *self.observed.addresses.get(name)?;
+        let mark = self.config.marks.uplink(u.id);
         let current = self
             .probers
             .get(name)
-            .is_some_and(|p| p.interface == u.interface && p.source == source);
+            .is_some_and(|p| p.interface == u.interface && p.source == source && p.mark == mark);
         if !current {
             let ident = self.ident.wrapping_add(u.id as u16);
-            match Prober::new(&u.interface, source, ident) {
+            match Prober::new(&u.interface, source, ident, mark) {
                 Ok(p) => {
                     self.probers.insert(name.to_string(), p);
                 }

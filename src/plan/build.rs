@@ -8,8 +8,10 @@ use crate::config::{Fallback, Gateway, Policy, PolicyAction, Protocol};
 
 /// Offsets inside the rule priority range.
 const PRIO_SUPPRESS_MAIN: u32 = 0;
-const PRIO_FROM: u32 = 100;
-const PRIO_FWMARK: u32 = 200;
+/// fwmark rules come before the `from <address>` rules: the router's own traffic has its
+/// source address chosen by main's route before OUTPUT marks it for another uplink.
+const PRIO_FWMARK: u32 = 100;
+const PRIO_FROM: u32 = 200;
 
 pub fn build(config: &Config, observed: &Observed) -> Plan {
     let observed_health: Vec<Health> = config
@@ -111,7 +113,7 @@ fn decide_policies(config: &Config, states: &[Health]) -> Vec<PolicyPlan> {
 }
 
 fn mangle(config: &Config, balance: &Balance, policies: &[PolicyPlan]) -> TablePlan {
-    let mut chains = vec![prerouting(config), lan(config)];
+    let mut chains = vec![prerouting(config), lan(config), output(config)];
     if !config.policies.is_empty() {
         chains.push(Chain {
             name: CHAIN_POLICY.into(),
@@ -156,6 +158,27 @@ fn prerouting(config: &Config) -> Chain {
     Chain {
         name: CHAIN_PREROUTING.into(),
         rules,
+    }
+}
+
+/// The router's own packets: a socket that set its mark itself (the probes, SO_MARK) keeps
+/// it; everything else is decided exactly like LAN traffic, so the router's DNS, NTP or VPN
+/// follow failover too. (MASQUERADE then gives a rerouted packet the right source.)
+fn output(config: &Config) -> Chain {
+    Chain {
+        name: CHAIN_OUTPUT.into(),
+        rules: vec![
+            Rule::new(
+                vec![Match::Mark {
+                    value: 0,
+                    mask: config.marks.mask,
+                    negated: true,
+                }],
+                Target::Return,
+                "multiwan marked by its socket",
+            ),
+            Rule::new(vec![], Target::Goto(CHAIN_LAN.into()), "multiwan local"),
+        ],
     }
 }
 
@@ -468,6 +491,11 @@ fn jumps(config: &Config) -> Vec<Jump> {
             table: "mangle".into(),
             from: "PREROUTING".into(),
             to: CHAIN_PREROUTING.into(),
+        },
+        Jump {
+            table: "mangle".into(),
+            from: "OUTPUT".into(),
+            to: CHAIN_OUTPUT.into(),
         },
         Jump {
             table: "nat".into(),

@@ -24,6 +24,8 @@ use crate::config::{Config, InitialState, MarkLayout, Uplink};
 
 pub const CHAIN_PREROUTING: &str = "MULTIWAN_PREROUTING";
 pub const CHAIN_LAN: &str = "MULTIWAN_LAN";
+/// The router's own new connections (DNS, NTP, a VPN) are decided like the LAN's.
+pub const CHAIN_OUTPUT: &str = "MULTIWAN_OUTPUT";
 pub const CHAIN_POLICY: &str = "MULTIWAN_POLICY";
 pub const CHAIN_BALANCE: &str = "MULTIWAN_BALANCE";
 pub const CHAIN_POSTROUTING: &str = "MULTIWAN_POSTROUTING";
