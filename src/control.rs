@@ -114,14 +114,17 @@ pub struct PolicyStatus {
 /// A request to the agent, answered on the oneshot.
 pub type StatusRequest = oneshot::Sender<(Status, MarkLayout)>;
 
-/// `ha-role ROLE`: keepalived's notify script telling the agent its VRRP role (root only).
+/// `ha-role ROLE [PROBLEM]`: keepalived's notify script telling the agent its VRRP role
+/// and what went wrong on the way, if anything (root only).
 pub const HA_ROLE: &str = "ha-role";
 
 /// What a control-socket client asks the agent.
 #[derive(Debug)]
 pub enum Request {
     Status(StatusRequest),
-    HaRole(Role),
+    /// The role, and the conntrackd steps that failed (keepalived discards the notify
+    /// script's output, so the agent logs them).
+    HaRole(Role, Option<String>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,9 +156,15 @@ pub fn query(path: &Path) -> Result<Status, ControlError> {
     })
 }
 
-/// Tells the daemon its HA role (from `ha notify`).
-pub fn set_role(path: &Path, role: Role) -> Result<(), ControlError> {
-    let answer = ask(path, &format!("{HA_ROLE} {role}"))?;
+/// Tells the daemon its HA role (from `ha notify`), with what failed on the way.
+pub fn set_role(path: &Path, role: Role, problem: Option<&str>) -> Result<(), ControlError> {
+    // One request line: a problem's own line breaks become spaces.
+    let problem = problem.map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "));
+    let request = match problem {
+        Some(p) => format!("{HA_ROLE} {role} {p}"),
+        None => format!("{HA_ROLE} {role}"),
+    };
+    let answer = ask(path, &request)?;
     if answer.trim() == "ok" {
         Ok(())
     } else {
@@ -241,8 +250,8 @@ async fn answer(stream: tokio::net::UnixStream, gid: Option<u32>, agent: mpsc::S
     let answer = match request.split_once(' ') {
         _ if got.is_err() => "unknown request: try `status`\n".to_string(),
         None if request == STATUS => status_answer(&agent).await,
-        Some((HA_ROLE, role)) if root => match role.parse::<Role>() {
-            Ok(role) => match agent.send(Request::HaRole(role)).await {
+        Some((HA_ROLE, rest)) if root => match role_and_problem(rest) {
+            Ok((role, problem)) => match agent.send(Request::HaRole(role, problem)).await {
                 Ok(()) => "ok\n".into(),
                 Err(_) => "the agent is stopping\n".into(),
             },
@@ -252,6 +261,14 @@ async fn answer(stream: tokio::net::UnixStream, gid: Option<u32>, agent: mpsc::S
         _ => "unknown request: try `status`\n".into(),
     };
     let _ = write.write_all(answer.as_bytes()).await;
+}
+
+fn role_and_problem(text: &str) -> Result<(Role, Option<String>), String> {
+    let (role, problem) = match text.split_once(' ') {
+        Some((r, p)) => (r, Some(p.trim().to_string()).filter(|p| !p.is_empty())),
+        None => (text, None),
+    };
+    Ok((role.parse()?, problem))
 }
 
 async fn status_answer(agent: &mpsc::Sender<Request>) -> String {
@@ -501,6 +518,19 @@ fn render_ha(out: &mut String, ha: &HaStatus, now_unix: f64) {
 #[cfg(test)]
 mod render_tests {
     use super::*;
+
+    #[test]
+    fn a_role_request_may_carry_what_failed() {
+        assert_eq!(role_and_problem("master"), Ok((Role::Master, None)));
+        assert_eq!(
+            role_and_problem("backup conntrackd -n failed: no such file"),
+            Ok((
+                Role::Backup,
+                Some("conntrackd -n failed: no such file".to_string())
+            ))
+        );
+        assert!(role_and_problem("boss").is_err());
+    }
 
     #[test]
     fn renders_microsecond_rtts_and_reasons() {

@@ -203,6 +203,12 @@ fn without_conntrack_sync_a_hard_kill_loses_connections() {
         "{} of 20 survived without conntrack sync: the HA test could not tell",
         count(&alive)
     );
+    // keepalived throws the notify script's output away: the agent logs the failure.
+    let log = lab.log_text(2, "multiwan");
+    assert!(
+        log.contains("ha notify reported a failure") && log.contains("conntrackd -c"),
+        "{log}"
+    );
 }
 
 #[test]

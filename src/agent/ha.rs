@@ -80,8 +80,11 @@ impl Agent {
         }
     }
 
-    /// keepalived reported a role (through `ha notify`).
-    pub(super) fn set_role(&mut self, role: Role) {
+    /// keepalived reported a role (through `ha notify`), and what failed on the way.
+    pub(super) fn set_role(&mut self, role: Role, problem: Option<String>) {
+        if let Some(p) = &problem {
+            warn!(role = %role, problem = %p, "HA: ha notify reported a failure (is conntrackd running with the rendered config?)");
+        }
         let Some(ha) = self.config.ha.clone() else {
             warn!(role = %role, "HA role reported, but the config has no `ha` section: ignored");
             return;

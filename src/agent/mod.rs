@@ -76,7 +76,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
                 Request::Status(reply) => {
                     let _ = reply.send((agent.status(), agent.config.marks));
                 }
-                Request::HaRole(role) => agent.set_role(role),
+                Request::HaRole(role, problem) => agent.set_role(role, problem),
             },
             Some(ev) = kernel.recv() => agent.on_kernel(ev),
             _ = tokio::time::sleep_until(wake) => {}

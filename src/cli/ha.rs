@@ -142,33 +142,30 @@ fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_ha(&args.config)?;
     let ha = config.ha.as_ref().expect("checked");
     let conntrackd_config = ha.conntrackd_config();
-    let mut failed = false;
+    let mut problems = Vec::new();
     for (flag, what) in conntrackd::steps(args.role) {
         match conntrackd::run_step(&conntrackd_config, flag) {
             Ok(()) => println!("{}: conntrackd {flag}: {what}", args.role),
             Err(e) => {
-                eprintln!(
-                    "multiwan ha notify {}: conntrackd {flag} ({what}) failed: {e}",
-                    args.role
-                );
-                failed = true;
+                let problem = format!("conntrackd {flag} ({what}) failed: {e}");
+                eprintln!("multiwan ha notify {}: {problem}", args.role);
+                problems.push(problem);
             }
         }
     }
-    match multiwan::control::set_role(&config.control.socket, args.role) {
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    let told = multiwan::control::set_role(&config.control.socket, args.role, problem.as_deref());
+    match &told {
         Ok(()) => println!("{}: the agent knows", args.role),
-        Err(e) => {
-            eprintln!(
-                "multiwan ha notify {}: could not tell the agent: {e}",
-                args.role
-            );
-            failed = true;
-        }
+        Err(e) => eprintln!(
+            "multiwan ha notify {}: could not tell the agent: {e}",
+            args.role
+        ),
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
+    Ok(if problem.is_none() && told.is_ok() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 
