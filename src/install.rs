@@ -56,6 +56,16 @@ impl Installer {
         })
     }
 
+    /// Gives uplinks without an explicit `id` the ids the installed tables show for their
+    /// interfaces, so a restart does not change the meaning of established connections'
+    /// marks (the list may have been reordered since). Returns whether anything changed.
+    pub async fn adopt_installed_ids(&self, config: &mut Config) -> Result<bool, InstallError> {
+        let before: Vec<u32> = config.uplinks.iter().map(|u| u.id).collect();
+        let installed = self.routing.installed_ids(config).await?;
+        config.keep_installed_ids(&installed);
+        Ok(config.uplinks.iter().map(|u| u.id).ne(before))
+    }
+
     /// Reads what the plan needs from the kernel.
     pub async fn observe(
         &self,

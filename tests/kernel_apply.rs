@@ -528,3 +528,40 @@ fn router_settings_are_reported_and_fixed_only_when_managed() {
         "2"
     );
 }
+
+#[test]
+fn a_restart_after_reordering_keeps_each_interfaces_mark_and_table() {
+    let Some((lab, path)) = lab_with(2, BASE) else {
+        return;
+    };
+    lab.multiwan_ok(&["apply", "-c", &path]);
+    let before = lab.snapshot("rt");
+    // The admin lists isp2 first and restarts (no explicit ids): by list order isp2 would
+    // now be id 1, and every established connection's mark would point at the other ISP.
+    let reordered = "lan_interfaces: [lan0, lan1]
+uplinks:
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, weight: 30}
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, weight: 70}
+";
+    let path2 = lab.file("reordered.yaml", reordered);
+    let out = lab.multiwan_ok(&["apply", "-c", path2.to_str().unwrap()]);
+    assert!(out.contains("ip rules +0 -0; routes +0 -0"), "{out}");
+    let table = lab.exec_ok("rt", &["ip", "route", "show", "table", "101"]);
+    assert!(table.contains("dev wan1"), "{table}");
+    let mangle = lab.exec_ok("rt", &["iptables-save", "-t", "mangle"]);
+    assert!(
+        mangle.contains("-i wan1 -m conntrack --ctstate NEW -m comment --comment \"multiwan inbound isp1\" -j CONNMARK --set-xmark 0x100/0xff00"),
+        "{mangle}"
+    );
+    // Only the order of the balance rules may differ.
+    let strip = |s: &str| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .lines()
+            .filter(|l| !l.contains("MULTIWAN_BALANCE -m"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(strip(&lab.snapshot("rt")), strip(&before));
+}

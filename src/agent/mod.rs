@@ -146,10 +146,17 @@ struct Agent {
 impl Agent {
     async fn start(
         path: &Path,
-        config: Config,
+        mut config: Config,
         probe_tx: UnboundedSender<ProbeEvent>,
     ) -> Result<Self, AgentError> {
         let installer = Installer::new()?;
+        match installer.adopt_installed_ids(&mut config).await {
+            Ok(true) => info!("uplink ids kept from the installed tables (the list order changed)"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "could not read the installed tables: ids follow the list order")
+            }
+        }
         for w in sysctl::enforce(&config) {
             warn!("{w}");
         }

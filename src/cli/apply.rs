@@ -14,10 +14,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.config.load()?;
+    let mut config = args.config.load()?;
     let rt = super::runtime()?;
     let applied = rt.block_on(async {
         let installer = Installer::new()?;
+        installer.adopt_installed_ids(&mut config).await?;
         installer
             .apply(&config, &BTreeMap::new(), &Default::default())
             .await

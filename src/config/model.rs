@@ -139,6 +139,17 @@ impl Config {
     /// they had before, when it is free; established connections then stay on their uplink
     /// even if the list was reordered. Others get the lowest free id.
     pub fn keep_ids_from(&mut self, old: &Config) {
+        self.keep_ids(|u| old.uplink(&u.name).map(|o| o.id));
+    }
+
+    /// For a restart: the same, from the ids the kernel's tables show per interface
+    /// (see `Routing::installed_ids`).
+    pub fn keep_installed_ids(&mut self, by_interface: &std::collections::HashMap<String, u32>) {
+        self.keep_ids(|u| by_interface.get(&u.interface).copied());
+    }
+
+    fn keep_ids(&mut self, previous: impl Fn(&Uplink) -> Option<u32>) {
+        let max = MAX_UPLINK_ID.min(self.marks.max_id());
         let mut taken: Vec<u32> = self
             .uplinks
             .iter()
@@ -152,8 +163,8 @@ impl Config {
             .enumerate()
             .filter(|(_, u)| !u.id_explicit)
         {
-            match old.uplink(&u.name).map(|o| o.id) {
-                Some(id) if !taken.contains(&id) => {
+            match previous(u) {
+                Some(id) if (1..=max).contains(&id) && !taken.contains(&id) => {
                     u.id = id;
                     taken.push(id);
                 }
@@ -161,7 +172,7 @@ impl Config {
             }
         }
         for i in unplaced {
-            let id = (1..=MAX_UPLINK_ID.min(self.marks.max_id())).find(|id| !taken.contains(id));
+            let id = (1..=max).find(|id| !taken.contains(id));
             if let Some(id) = id {
                 self.uplinks[i].id = id;
                 taken.push(id);
@@ -434,5 +445,22 @@ mod reload_tests {
             .map(|u| (u.name.as_str(), u.id))
             .collect();
         assert_eq!(ids, vec![("c", 3), ("b", 2), ("a", 1)]);
+    }
+
+    #[test]
+    fn restart_keeps_the_installed_ids_by_interface() {
+        let mut c = crate::config::parse(
+            "lan_interfaces: [lan0]\nuplinks:\n  - {name: b, interface: wan2}\n  - {name: a, interface: wan1}\n  - {name: x, interface: wan9, id: 7}\n  - {name: n, interface: wan4}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        // wan2 had id 7, now taken by an explicit id; wan1 had 1; 500 cannot be an id.
+        let installed = [("wan1", 1), ("wan2", 7), ("wan4", 500)]
+            .into_iter()
+            .map(|(i, id)| (i.to_string(), id))
+            .collect();
+        c.keep_installed_ids(&installed);
+        let ids: Vec<(&str, u32)> = c.uplinks.iter().map(|u| (u.name.as_str(), u.id)).collect();
+        assert_eq!(ids, vec![("b", 2), ("a", 1), ("x", 7), ("n", 3)]);
     }
 }

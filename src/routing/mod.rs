@@ -149,6 +149,32 @@ impl Routing {
         req.execute().try_collect().await.map_err(nl("dump rules"))
     }
 
+    /// Which uplink id each interface had when multiwan last installed its tables: the
+    /// interface of the default route in table `table_base + id`. A restart keeps these ids
+    /// (so the marks of established connections keep their meaning).
+    pub async fn installed_ids(
+        &self,
+        config: &Config,
+    ) -> Result<std::collections::HashMap<String, u32>, RoutingError> {
+        let view = self.view().await?;
+        let names: std::collections::HashMap<u32, &String> = view
+            .links
+            .iter()
+            .map(|(name, index)| (*index, name))
+            .collect();
+        let mut out = std::collections::HashMap::new();
+        for route in self.routes().await? {
+            let table = table_of(&route);
+            if !model::owns_table(config, table) || route.header.destination_prefix_length != 0 {
+                continue;
+            }
+            if let Some(name) = oif(&route).and_then(|i| names.get(&i)) {
+                out.insert((*name).clone(), table - config.table_base);
+            }
+        }
+        Ok(out)
+    }
+
     /// Makes our rules and tables match the plan.
     pub async fn reconcile(
         &self,
