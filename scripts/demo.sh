@@ -18,33 +18,9 @@ work=$(mktemp -d /tmp/multiwan-demo.XXXXXX)
 failures=0
 daemon_pid=
 
-if [ -t 1 ]; then bold=$'\e[1m'; green=$'\e[32m'; red=$'\e[31m'; off=$'\e[0m'; else bold= green= red= off=; fi
-step() { printf '\n%s== %s ==%s\n' "$bold" "$*" "$off"; }
-ok() { printf '%s  ok:%s %s\n' "$green" "$off" "$*"; }
-bad() { printf '%s  NOT AS EXPECTED:%s %s\n' "$red" "$off" "$*"; failures=$((failures + 1)); }
-
-[ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (it builds network namespaces), e.g. sudo $0" >&2; exit 1; }
-
-missing=()
-for pair in ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack socat:socat; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "demo.sh: please install ${missing[*]} with your package manager" >&2; exit 1
-  fi
-fi
-
-if [ -n "${MULTIWAN_BINARY:-}" ]; then
-  bin=$MULTIWAN_BINARY
-else
-  echo "building multiwan (release)..."
-  cargo build --release --quiet
-  bin=$root/target/release/multiwan
-fi
+# shellcheck source=scripts/demo-common.sh
+. "$root/scripts/demo-common.sh"
+demo_setup demo.sh ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack socat:socat
 
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true

@@ -18,33 +18,9 @@ prefix=${MULTIWAN_DEMO_PREFIX:-mwhademo}
 work=$(mktemp -d /tmp/multiwan-ha-demo.XXXXXX)
 failures=0
 
-if [ -t 1 ]; then bold=$'\e[1m'; green=$'\e[32m'; red=$'\e[31m'; off=$'\e[0m'; else bold= green= red= off=; fi
-step() { printf '\n%s== %s ==%s\n' "$bold" "$*" "$off"; }
-ok() { printf '%s  ok:%s %s\n' "$green" "$off" "$*"; }
-bad() { printf '%s  NOT AS EXPECTED:%s %s\n' "$red" "$off" "$*"; failures=$((failures + 1)); }
-
-[ "$(id -u)" = 0 ] || { echo "ha-demo.sh: run as root (it builds network namespaces)" >&2; exit 1; }
-
-missing=()
-for pair in ip:iproute2 iptables:iptables conntrack:conntrack socat:socat keepalived:keepalived conntrackd:conntrackd; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "ha-demo.sh: please install ${missing[*]} with your package manager" >&2; exit 1
-  fi
-fi
-
-if [ -n "${MULTIWAN_BINARY:-}" ]; then
-  bin=$MULTIWAN_BINARY
-else
-  echo "building multiwan (release)..."
-  cargo build --release --quiet
-  bin=$root/target/release/multiwan
-fi
+# shellcheck source=scripts/demo-common.sh
+. "$root/scripts/demo-common.sh"
+demo_setup ha-demo.sh ip:iproute2 iptables:iptables conntrack:conntrack socat:socat keepalived:keepalived conntrackd:conntrackd
 
 cleanup() {
   "$root/scripts/ha-lab.sh" down --prefix "$prefix" >/dev/null 2>&1 || true
