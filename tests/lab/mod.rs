@@ -299,6 +299,15 @@ impl Daemon {
         None
     }
 
+    /// Waits until the log contains `needle`; panics with the whole log if it never does.
+    pub fn expect(&self, needle: &str, limit: Duration) {
+        assert!(
+            self.wait_for(needle, limit).is_some(),
+            "{needle:?} not logged within {limit:?}:\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
