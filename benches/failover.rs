@@ -4,8 +4,12 @@
 //!    its defaults and for a naive monitor (a shell loop of `ping` every second that
 //!    switches the default route and flushes conntrack after 3 losses), same lab, same run.
 //! 2. The daemon's CPU and peak RSS while probing 4 uplinks x 2 targets for a minute.
+//! 3. Probe RTT on idle uplinks while the daemon keeps a 1000-pin rule set (its reconcile
+//!    re-reads and compares every rule each second), against the same daemon with no pins:
+//!    kernel work must not delay the probes.
 //!
-//! Run: `cargo bench --bench failover`.
+//! Run: `cargo bench --bench failover` (all), or name sections: `-- outage`, `-- cost`,
+//! `-- rtt`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -38,13 +42,24 @@ fn main() {
         has_ping,
         "the naive baseline needs ping (apt-get install iputils-ping)"
     );
-    let lab = Lab::new(2);
-    lab.start_internet_echo();
-    let ours = multiwan_trials(&lab);
-    let naive = naive_trials(&lab);
-    report(&ours, &naive);
-    drop(lab);
-    resources();
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |s: &str| named.is_empty() || named.iter().any(|n| n == s);
+    if wanted("outage") {
+        let lab = Lab::new(2);
+        lab.start_internet_echo();
+        let ours = multiwan_trials(&lab);
+        let naive = naive_trials(&lab);
+        report(&ours, &naive);
+    }
+    if wanted("cost") {
+        resources();
+    }
+    if wanted("rtt") {
+        probe_rtt();
+    }
 }
 
 /// One outage: (to first, to all) new connections via the backup.
@@ -290,4 +305,120 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
         .collect();
     // Fields 14-17 of stat (1-based) are utime, stime, cutime, cstime; `after` starts at 3.
     (f[11] + f[12], f[13] + f[14])
+}
+
+/// One run of the RTT section: every probe RTT the daemon measured, and what status says
+/// was lost.
+struct RttRun {
+    rtts_us: Vec<u64>,
+    sent: u64,
+    lost: u64,
+    late: u64,
+}
+
+const PINS: usize = 1000;
+/// What the probe targets' round trip takes: an ISP's, not the lab's microseconds.
+const TARGET_RTT: Duration = Duration::from_millis(20);
+
+fn rtt_config(pins: usize) -> String {
+    let mut s = String::from(
+        "lan_interfaces: [lan0]
+uplinks:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+",
+    );
+    if pins > 0 {
+        s.push_str("policies:\n");
+    }
+    for i in 0..pins {
+        s.push_str(&format!(
+            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
+            i / 250,
+            i % 250 + 1,
+            i % 2 + 1
+        ));
+    }
+    s
+}
+
+/// Probe RTT p50/p99 with no pins and with 1000 pins, same lab, same run.
+fn probe_rtt() {
+    let secs: u64 = std::env::var("MULTIWAN_BENCH_RTT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let lab = Lab::new(2);
+    lab.delay_targets(TARGET_RTT);
+    let idle = rtt_run(&lab, "idle.yaml", &rtt_config(0), secs);
+    let loaded = rtt_run(&lab, "pins.yaml", &rtt_config(PINS), secs);
+    println!(
+        "## Probe RTT on idle uplinks, targets answering after {} ms, {secs} s per run (2 uplinks x 2 targets, 500 ms)",
+        TARGET_RTT.as_millis()
+    );
+    println!("| daemon | probes | RTT p50 | RTT p99 | worst | lost | late |");
+    println!("|---|---|---|---|---|---|---|");
+    for (what, r) in [
+        ("no pins", &idle),
+        ("1000 pins, reconciled every second", &loaded),
+    ] {
+        let (p50, p99, worst) = percentiles(&r.rtts_us);
+        println!(
+            "| {what} | {} | {p50:.3} ms | {p99:.3} ms | {worst:.3} ms | {} | {} |",
+            r.sent, r.lost, r.late
+        );
+    }
+    let (_, idle99, _) = percentiles(&idle.rtts_us);
+    let (_, load99, _) = percentiles(&loaded.rtts_us);
+    println!(
+        "| p99 inflation (1000 pins - no pins) | | | {:.3} ms | | | |",
+        load99 - idle99
+    );
+    println!();
+}
+
+fn rtt_run(lab: &Lab, file: &str, config: &str, secs: u64) -> RttRun {
+    let path = lab.file(file, config);
+    let daemon = lab.daemon_logging(&path, "info,multiwan::probe=debug");
+    // Let the RTT estimates settle before counting.
+    std::thread::sleep(Duration::from_secs(3));
+    let skip = daemon.log_text().lines().count();
+    std::thread::sleep(Duration::from_secs(secs));
+    let status = lab.multiwan_ok(&["status", "--json", "-c", &path.to_string_lossy()]);
+    let log = daemon.log_text();
+    let rtts_us: Vec<u64> = log
+        .lines()
+        .skip(skip)
+        .filter(|l| l.contains("probe reply"))
+        .filter_map(|l| l.split("rtt_us=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    let json: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let total = |key: &str| -> u64 {
+        json["uplinks"]
+            .as_array()
+            .map(|a| a.iter().map(|u| u[key].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    };
+    let run = RttRun {
+        rtts_us,
+        sent: total("probes_sent"),
+        lost: total("probes_lost"),
+        late: total("probes_late"),
+    };
+    drop(daemon);
+    lab.multiwan_ok(&["cleanup", "-c", &path.to_string_lossy()]);
+    run
+}
+
+/// p50, p99 and the worst, in milliseconds.
+fn percentiles(us: &[u64]) -> (f64, f64, f64) {
+    let mut v = us.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let at =
+        |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
+    (at(0.5), at(0.99), *v.last().unwrap() as f64 / 1000.0)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tokio::sync::mpsc::UnboundedSender;
+use tracing::debug;
 
 use crate::health::ProbeRequest;
 
@@ -15,6 +16,9 @@ use crate::health::ProbeRequest;
 /// handed back as a "reply"; it must not count as the target answering.
 const ECHO_REPLY: u8 = 0;
 const PAYLOAD: &[u8] = b"multiwan probe";
+/// Log target of per-probe lines (debug level): `RUST_LOG=info,multiwan::probe=debug`
+/// shows every probe sent and every reply with its RTT.
+pub const LOG_TARGET: &str = "multiwan::probe";
 
 /// What became of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +110,10 @@ impl Prober {
         tokio::spawn(async move {
             let mut pinger = client.pinger(IpAddr::V4(req.target), ident).await;
             pinger.timeout(timeout);
+            debug!(target: LOG_TARGET, %uplink, seq = req.seq, target = %req.target, "probe sent");
             let event = match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
                 Ok((IcmpPacket::V4(p), rtt)) if p.get_icmp_type().0 == ECHO_REPLY => {
+                    debug!(target: LOG_TARGET, %uplink, seq = req.seq, rtt_us = rtt.as_micros() as u64, "probe reply");
                     ProbeEvent::Reply {
                         uplink,
                         seq: req.seq,

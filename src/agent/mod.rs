@@ -239,7 +239,7 @@ impl Agent {
                 why,
             } => self.on_backend(&forward, index, ok, &why),
             ProbeEvent::Failed { uplink, seq, why } => {
-                debug!(%uplink, seq, %why, "probe failed");
+                debug!(target: crate::probe::LOG_TARGET, %uplink, seq, %why, "probe failed");
                 if let Some(m) = self.monitors.get_mut(&uplink) {
                     self.pending.extend(m.on_failure(seq, now));
                 }

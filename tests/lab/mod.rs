@@ -16,6 +16,8 @@
 //! connection that leaves by the wrong uplink fails instead of passing unnoticed.
 #![allow(dead_code)]
 
+mod delay;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -342,6 +344,11 @@ impl Lab {
     /// Starts `multiwan run -c config` in the router and waits until it has installed its
     /// rules. A config without a `control:` section gets this lab's socket.
     pub fn daemon(&self, config: &std::path::Path) -> Daemon {
+        self.daemon_logging(config, "info")
+    }
+
+    /// [`Lab::daemon`] with a `RUST_LOG` filter of the caller's choice.
+    pub fn daemon_logging(&self, config: &std::path::Path, filter: &str) -> Daemon {
         let text = std::fs::read_to_string(config).unwrap();
         if !text.contains("\ncontrol:") {
             let socket = self.socket();
@@ -366,7 +373,7 @@ impl Lab {
                 "-c",
             ])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
