@@ -6,8 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::config::{Config, Protocol};
 use crate::plan::{
-    Balance, CHAIN_PREROUTING, Decision, Match, Origin, Plan, Resolved, RouteKind, Rule,
-    RuleAction, Target,
+    Balance, CHAIN_PREROUTING, Match, Origin, Plan, Resolved, RouteKind, Rule, RuleAction, Target,
 };
 
 /// A new connection as it enters the router.
@@ -322,24 +321,7 @@ impl Walker<'_> {
 
     fn policy_line(&self, i: usize) -> String {
         let p = &self.plan.policies[i];
-        match &p.decision {
-            Decision::Pinned { uplink } => {
-                format!("policy {} matches and pins it to {uplink}", p.name)
-            }
-            Decision::FallbackBalance { uplink } => {
-                format!(
-                    "policy {} matches, but {uplink} is down: fallback balance",
-                    p.name
-                )
-            }
-            Decision::FallbackDrop { uplink } => {
-                format!(
-                    "policy {} matches, but {uplink} is down: fallback drop",
-                    p.name
-                )
-            }
-            Decision::Main => format!("policy {} matches: action main bypasses multiwan", p.name),
-        }
+        format!("policy {} matches: {}", p.name, p.decision)
     }
 
     fn balance_line(&self) -> String {

@@ -1,24 +1,33 @@
 //! multiwan: a multi-WAN router agent for Linux.
 //!
 //! Data flows one way: [`config`] (YAML → validated model) → [`plan`] (pure desired state)
-//! → adapters that make the kernel match it.
+//! → [`kernel`] (the adapters that make the kernel match it). The pure core (`config`,
+//! `plan`, `explain`, `health`, `ha`) does no I/O; [`daemon`] and [`control`] are the
+//! long-running services around it, [`files`] the file-system edge.
 
-pub mod agent;
 pub mod config;
-pub mod conntrack;
 pub mod control;
-pub mod events;
-pub mod exec;
+pub mod daemon;
 pub mod explain;
+pub mod files;
 pub mod ha;
 pub mod health;
-pub mod hooks;
-pub mod install;
-pub mod ipset;
-pub mod metrics;
-pub mod netfilter;
-pub mod notify;
+pub mod kernel;
 pub mod plan;
-pub mod probe;
-pub mod routing;
-pub mod sysctl;
+
+/// An error and each of its causes, once, on one line: `a: b: c`. Error types put only
+/// their own words in their message and mark the cause as `#[source]`; this joins them.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // A transparent wrapper repeats its inner message: print it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {
+            // anyhow's alternate form joins the chain once: each error type says only its
+            // own words.
             eprintln!("multiwan: {e:#}");
             ExitCode::FAILURE
         }

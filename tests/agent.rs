@@ -533,3 +533,65 @@ uplinks:
     daemon.expect("uplink=isp1 from=down to=up", Duration::from_secs(10));
     until_router_via(&lab, uplink_addr(1));
 }
+
+/// Seconds since midnight of a log line's timestamp (`2026-12-01T23:16:10.234668Z ...`).
+fn log_time(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let mut parts = time.trim_end_matches('Z').split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+#[test]
+fn a_1000_pin_failover_swap_and_flush_do_not_delay_the_probes() {
+    if !lab::available() {
+        return;
+    }
+    let mut text = config((50, 50), "policies:\n");
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
+            i / 250,
+            i % 250 + 1,
+            i % 2 + 1
+        ));
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("pins.yaml", &text);
+    let daemon = lab.daemon_logging(&path, "info,multiwan::probe=debug");
+    // Connections on both uplinks, so the failover has conntrack entries to delete.
+    let _held: Vec<Held> = (0..20).map(|_| Held::open(&lab, lab::LAN_CLIENT)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    lab.blackhole(1, true);
+    daemon.expect(
+        "conntrack entries deleted what=isp1",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let log = daemon.log_text();
+    let swap = log
+        .lines()
+        .find(|l| l.contains("rules swapped") && l.contains("MULTIWAN_POLICY"))
+        .unwrap_or_else(|| panic!("the failover rewrites the 1000-rule policy chain:\n{log}"));
+    let at = log_time(swap).unwrap();
+    // isp2's rounds from 3 s before the swap to 2 s after (its two probes leave together).
+    let mut rounds: Vec<f64> = Vec::new();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("probe sent") && l.contains("uplink=isp2"))
+    {
+        let t = log_time(line).unwrap();
+        if (at - 3.0..at + 2.0).contains(&t) && rounds.last().is_none_or(|r| t - r > 0.1) {
+            rounds.push(t);
+        }
+    }
+    assert!(rounds.len() >= 8, "isp2 kept probing: {rounds:?}");
+    let worst = rounds.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    eprintln!("{swap}\nlongest gap between isp2's rounds: {:.3} s", worst);
+    // The interval is 500 ms with up to 5 % jitter either way.
+    assert!(
+        worst <= 0.55,
+        "a round of isp2 was delayed by the failover: {worst:.3} s between rounds {rounds:?}"
+    );
+}

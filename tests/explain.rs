@@ -28,7 +28,7 @@ fn pinned_host_takes_its_uplink() {
     );
     assert_eq!(verdict, "uplink fibre");
     assert!(
-        text.contains("policy console matches and pins it to fibre"),
+        text.contains("policy console matches: pinned to fibre"),
         "{text}"
     );
     assert!(
@@ -89,7 +89,7 @@ fn set_member_is_pinned() {
     );
     assert_eq!(verdict, "uplink cable");
     assert!(
-        text.contains("policy streaming matches and pins it to cable"),
+        text.contains("policy streaming matches: pinned to cable"),
         "{text}"
     );
     let (verdict, _) = explain(
@@ -114,7 +114,7 @@ fn down_pinned_uplink_follows_its_fallback() {
     );
     assert_eq!(verdict, "uplink cable");
     assert!(
-        text.contains("policy console matches, but fibre is down: fallback balance"),
+        text.contains("policy console matches: fibre is down: balanced instead"),
         "{text}"
     );
     assert!(text.contains("fibre down"), "{text}");
@@ -130,7 +130,7 @@ fn down_pinned_uplink_follows_its_fallback() {
         ],
     );
     assert_eq!(verdict, "dropped (no uplink)");
-    assert!(text.contains("fallback drop"), "{text}");
+    assert!(text.contains("is down: dropped"), "{text}");
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn action_main_bypasses_multiwan() {
     );
     assert_eq!(verdict, "main table (not routed by multiwan)");
     assert!(
-        text.contains("policy backups matches: action main bypasses multiwan"),
+        text.contains("policy backups matches: bypasses multiwan (main table)"),
         "{text}"
     );
 }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use multiwan::config;
-use multiwan::plan::{Health, Observed, Plan};
+use multiwan::health::Health;
+use multiwan::plan::{Observed, Plan};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +56,7 @@ fn stem(p: &Path) -> String {
 #[test]
 fn every_profile_matches_its_golden_plan() {
     for profile in profiles() {
-        let config = config::load(&profile).unwrap();
+        let config = multiwan::files::load_config(&profile).unwrap();
         let plan = Plan::build(&config, &Observed::default());
         check_golden(&format!("{}.txt", stem(&profile)), &plan.human());
         for u in &config.uplinks {
@@ -73,7 +73,7 @@ fn every_profile_matches_its_golden_plan() {
 
 #[test]
 fn json_plan_is_parseable_and_complete() {
-    let config = config::load(&root().join("profiles/home-dual-wan.yaml")).unwrap();
+    let config = multiwan::files::load_config(&root().join("profiles/home-dual-wan.yaml")).unwrap();
     let plan = Plan::build(&config, &Observed::default());
     let v: serde_json::Value = serde_json::to_value(&plan).unwrap();
     for key in [

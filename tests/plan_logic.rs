@@ -1,7 +1,8 @@
 //! Planning decisions: tiers, degraded weights, fallbacks, when_all_down.
 
 use multiwan::config::{self, Config};
-use multiwan::plan::{Balance, Decision, Health, Observed, Plan, Target};
+use multiwan::health::Health;
+use multiwan::plan::{Balance, Decision, Observed, Plan, Target};
 
 fn config(yaml: &str) -> Config {
     config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use multiwan::install::Installer;
+use multiwan::kernel::install::Installer;
+use multiwan::kernel::sysctl;
 
 use super::ConfigArg;
 
@@ -23,10 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .apply(&config, &BTreeMap::new(), &Default::default())
             .await
     })?;
-    for w in multiwan::sysctl::enforce(&config)
-        .iter()
-        .chain(&applied.warnings)
-    {
+    for w in sysctl::enforce(&config).iter().chain(&applied.warnings) {
         eprintln!("warning: {w}");
     }
     let r = &applied.routing;

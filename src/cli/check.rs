@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+use multiwan::kernel::netfilter;
+use multiwan::plan::Family;
+
 use super::ConfigArg;
 
 #[derive(Debug, clap::Args)]
@@ -16,8 +19,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for warning in config.warnings() {
         println!("warning: {warning}");
     }
-    if !config.port_forwards.is_empty() && multiwan::netfilter::forward_policy_drops() == Some(true)
-    {
+    let drops = || {
+        let rt = super::runtime().ok()?;
+        rt.block_on(netfilter::forward_policy_drops(Family::Ipv4))
+    };
+    if !config.port_forwards.is_empty() && drops() == Some(true) {
         println!(
             "note: the FORWARD policy is DROP and multiwan does not open the firewall: accept forwarded \
              connections, e.g. iptables -A FORWARD -m conntrack --ctstate DNAT -j ACCEPT"

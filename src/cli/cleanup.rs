@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use multiwan::install::Installer;
+use multiwan::kernel::install::Installer;
 
 use super::ConfigArg;
 
@@ -19,11 +19,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let installer = Installer::new()?;
         anyhow::Ok(installer.cleanup(&config).await)
     })?;
-    let chains = removed
-        .iptables
-        .lines()
-        .filter(|l| l.starts_with("-X "))
-        .count();
+    let chains = removed.netfilter.removed();
     println!(
         "removed: {chains} chain(s), {} ip rule(s), {} route(s), {} set(s)",
         removed.routing.rules_deleted.len(),
@@ -31,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         removed.sets.len()
     );
     for e in &removed.errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", multiwan::error_chain(e));
     }
     Ok(if removed.errors.is_empty() {
         ExitCode::SUCCESS

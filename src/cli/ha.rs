@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use multiwan::config::{self, Config};
-use multiwan::ha::{self, Role, conntrackd, render};
+use multiwan::config::Config;
+use multiwan::daemon::ha_notify;
+use multiwan::ha::{self, Role, render};
 
 use super::{ConfigArg, Reported};
 
@@ -120,7 +121,7 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 
 fn sync_address_of(interface: &str) -> anyhow::Result<std::net::Ipv4Addr> {
     let view = super::runtime()?
-        .block_on(async { multiwan::routing::Routing::connect()?.view().await })?;
+        .block_on(async { multiwan::kernel::routing::Routing::connect()?.view().await })?;
     let address = view
         .links
         .get(interface)
@@ -136,33 +137,30 @@ fn sync_address_of(interface: &str) -> anyhow::Result<std::net::Ipv4Addr> {
     }
 }
 
-/// conntrackd first (so a new master has the peer's connections before the agent acts as
-/// master), then the agent. Every step runs even if one fails; any failure is the exit code.
+/// keepalived's notify: conntrackd's steps, then the agent (see `daemon::ha_notify`). Any
+/// failure is the exit code.
 fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_ha(&args.config)?;
-    let ha = config.ha.as_ref().expect("checked");
-    let conntrackd_config = ha.conntrackd_config();
-    let mut problems = Vec::new();
-    for (flag, what) in conntrackd::steps(args.role) {
-        match conntrackd::run_step(&conntrackd_config, flag) {
-            Ok(()) => println!("{}: conntrackd {flag}: {what}", args.role),
-            Err(e) => {
-                let problem = format!("conntrackd {flag} ({what}) failed: {e}");
-                eprintln!("multiwan ha notify {}: {problem}", args.role);
-                problems.push(problem);
-            }
+    let role = args.role;
+    let done = super::runtime()?
+        .block_on(ha_notify::notify(&config, role))
+        .expect("load_ha checked the ha section");
+    for (flag, what, ok) in &done.steps {
+        if *ok {
+            println!("{role}: conntrackd {flag}: {what}");
         }
     }
-    let problem = (!problems.is_empty()).then(|| problems.join("; "));
-    let told = multiwan::control::set_role(&config.control.socket, args.role, problem.as_deref());
-    match &told {
-        Ok(()) => println!("{}: the agent knows", args.role),
+    for f in &done.failures {
+        eprintln!("multiwan ha notify {role}: {f}");
+    }
+    match &done.told {
+        Ok(()) => println!("{role}: the agent knows"),
         Err(e) => eprintln!(
-            "multiwan ha notify {}: could not tell the agent: {e}",
-            args.role
+            "multiwan ha notify {role}: could not tell the agent: {}",
+            multiwan::error_chain(e)
         ),
     }
-    Ok(if problem.is_none() && told.is_ok() {
+    Ok(if done.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -171,8 +169,8 @@ fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
 
 fn check_peer(args: CheckPeerArgs) -> anyhow::Result<ExitCode> {
     let mine = load_ha(&args.config)?;
-    let theirs = config::load(&args.peer).map_err(|e| {
-        eprintln!("{e}");
+    let theirs = multiwan::files::load_config(&args.peer).map_err(|e| {
+        super::print_config_error(&e);
         Reported(ExitCode::FAILURE)
     })?;
     let differences = ha::peer::differences(&mine, &theirs);

@@ -55,13 +55,18 @@ impl ConfigArg {
     /// Loads the config; on failure every diagnostic is printed and the command ends with
     /// exit code 1.
     pub fn load(&self) -> anyhow::Result<Config> {
-        config::load(&self.config).map_err(|e| {
-            match e {
-                ConfigError::Invalid { .. } => eprintln!("{e}"),
-                _ => eprintln!("multiwan: {e}"),
-            }
+        multiwan::files::load_config(&self.config).map_err(|e| {
+            print_config_error(&e);
             Reported(ExitCode::FAILURE).into()
         })
+    }
+}
+
+/// Every diagnostic of an invalid file, or why the file could not be read.
+pub fn print_config_error(e: &ConfigError) {
+    match e {
+        ConfigError::Invalid { .. } => eprintln!("{e}"),
+        _ => eprintln!("multiwan: {}", multiwan::error_chain(e)),
     }
 }
 
@@ -115,7 +120,7 @@ pub fn observed_with_down(
         }
         observed
             .health
-            .insert(name.clone(), multiwan::plan::Health::Down);
+            .insert(name.clone(), multiwan::health::Health::Down);
     }
     Ok(observed)
 }

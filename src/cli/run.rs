@@ -26,10 +26,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(multiwan::agent::run(&args.config.config)) {
+    match rt.block_on(multiwan::daemon::agent::run(&args.config.config)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(multiwan::agent::AgentError::Config(e)) => {
-            eprintln!("{e}");
+        Err(multiwan::daemon::agent::AgentError::Config(e)) => {
+            super::print_config_error(&e);
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),

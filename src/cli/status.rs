@@ -27,13 +27,16 @@ fn socket_path(args: &Args) -> PathBuf {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-    match config::load(&file) {
+    match multiwan::files::load_config(&file) {
         Ok(c) => c.control.socket,
         Err(e) => {
             if args.config.is_some() {
-                eprintln!("warning: {e}\nwarning: trying the default control socket");
+                eprintln!(
+                    "warning: {}\nwarning: trying the default control socket",
+                    multiwan::error_chain(&e)
+                );
             }
-            PathBuf::from("/run/multiwan/multiwan.sock")
+            PathBuf::from(config::DEFAULT_SOCKET)
         }
     }
 }
@@ -43,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let status = match control::query(&path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("multiwan: {e}");
+            eprintln!("multiwan: {}", multiwan::error_chain(&e));
             return Ok(ExitCode::FAILURE);
         }
     };

@@ -13,7 +13,8 @@ use super::model::{Config, Ha, Uplink};
 use super::names::{check_interface, check_name};
 use super::path::FieldPath;
 use super::raw::RawHa;
-use super::validate::{Checker, is_unicast};
+use super::uplinks::is_unicast;
+use super::validate::Checker;
 use super::values::Span;
 
 /// Where `ha render` writes unless `ha.config_dir` says otherwise.

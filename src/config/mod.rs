@@ -8,11 +8,12 @@ mod locate;
 mod model;
 pub mod names;
 mod path;
+mod policies;
 mod raw;
+mod settings;
+mod uplinks;
 mod validate;
 mod values;
-
-use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::*;
@@ -21,14 +22,8 @@ pub use values::{PortRange, Span};
 /// Where `multiwan` looks for its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/multiwan/multiwan.yaml";
 
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, &path.display().to_string())
-}
+/// Where the daemon's control socket is unless `control.socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/multiwan/multiwan.sock";
 
 /// Validates config text; `file` names it in diagnostics.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {

@@ -1,5 +1,5 @@
 //! The validated configuration: every value checked, every default filled in. Code after
-//! `config::load` can rely on it without checking again.
+//! `config::parse` can rely on it without checking again.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,12 +1,10 @@
-//! conntrackd, driven through its own command line: the role-change sequences and the
-//! sync counters `status` shows.
-
-use std::path::Path;
+//! conntrackd's side of a role change and of `status`, as text and values: which of its
+//! commands run in which order, and how to read its counters. The kernel adapter
+//! ([`crate::kernel::conntrackd`]) runs them.
 
 use serde::{Deserialize, Serialize};
 
 use super::Role;
-use crate::exec::{ToolError, run_ok};
 
 /// conntrackd's steps on a role change, in order (the sequence of conntrackd's own
 /// primary-backup.sh):
@@ -32,12 +30,6 @@ pub fn steps(role: Role) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// Runs one step against the conntrackd that uses `config`.
-pub fn run_step(config: &Path, flag: &str) -> Result<(), ToolError> {
-    let config = config.to_string_lossy();
-    run_ok("conntrackd", &["-C", &config, flag], None).map(|_| ())
-}
-
 /// conntrackd's sync counters (`conntrackd -s`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncCounters {
@@ -51,11 +43,6 @@ pub struct SyncCounters {
     pub receive_errors: u64,
     /// Sync messages lost on the link (FTFW resends them).
     pub lost_messages: u64,
-}
-
-pub fn counters(config: &Path) -> Result<SyncCounters, ToolError> {
-    let config = config.to_string_lossy();
-    run_ok("conntrackd", &["-C", &config, "-s"], None).map(|text| parse_counters(&text))
 }
 
 /// Reads `conntrackd -s`: sections start with a header line ending in `:`.

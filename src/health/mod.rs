@@ -14,17 +14,39 @@
 //! intervals. Recovery keeps the normal pace.
 
 pub mod backend;
+mod cause;
 pub mod rtt;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub use cause::{Cause, Crossed};
+
 use crate::config::{Degraded, Uplink};
-use crate::plan::Health;
 use rtt::{RttEstimator, WINDOW};
+
+/// An uplink's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Up,
+    Degraded,
+    Down,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+        })
+    }
+}
 
 /// Leave `degraded` only when loss and latency are below this share of their thresholds,
 /// so an uplink hovering at a threshold does not flap.
@@ -62,11 +84,13 @@ impl Settings {
     }
 }
 
-/// An echo request the owner of the socket must send now.
+/// An echo request the owner of the socket must send now, and how long a reply is worth
+/// waiting for (after that the socket may give up on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeRequest {
     pub target: Ipv4Addr,
     pub seq: u16,
+    pub timeout: Duration,
 }
 
 /// A change of state, with why and the figures at the time.
@@ -75,18 +99,11 @@ pub struct Transition {
     pub uplink: String,
     pub from: Health,
     pub to: Health,
-    pub reason: String,
+    pub cause: Cause,
     /// Loss ratio (0..=1) over the recent window.
     pub loss: f64,
     /// Mean RTT over the recent window.
     pub rtt: Option<Duration>,
-}
-
-impl Transition {
-    /// The uplink's own link changed (carrier or admin state), not what probes measured.
-    pub fn caused_by_link(&self) -> bool {
-        self.reason.starts_with("link ")
-    }
 }
 
 /// Figures for status and metrics.
@@ -236,11 +253,17 @@ impl Monitor {
             out.push(ProbeRequest {
                 target: t.ip,
                 seq: self.seq,
+                timeout: self.settings.timeout,
             });
         }
         self.counters.0 += out.len() as u64;
         self.open_rounds.push_back(self.round_id);
-        let next = self.next_round + self.settings.interval + self.jitter();
+        let next = self.next_round + self.settings.interval;
+        let next = if self.jitter_early() {
+            next - self.jitter()
+        } else {
+            next + self.jitter()
+        };
         // After a stall (suspend, overload) start afresh rather than firing a burst.
         self.next_round = if next < now {
             now + self.settings.interval
@@ -250,14 +273,22 @@ impl Monitor {
         out
     }
 
-    /// Up to ±5 % of the interval, so uplinks and routers do not probe in lockstep.
-    fn jitter(&mut self) -> Duration {
+    fn next_random(&mut self) -> u64 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let spread = self.settings.interval / 10;
-        let offset = Duration::from_nanos(self.rng % (spread.as_nanos() as u64).max(1));
-        offset.saturating_sub(spread / 2)
+        self.rng
+    }
+
+    /// Up to 5 % of the interval, early or late (see [`Monitor::jitter_early`]), so uplinks
+    /// and routers do not probe in lockstep and the mean interval stays as configured.
+    fn jitter(&mut self) -> Duration {
+        let spread = (self.settings.interval / 20).as_nanos() as u64;
+        Duration::from_nanos(self.next_random() % spread.max(1))
+    }
+
+    fn jitter_early(&mut self) -> bool {
+        self.next_random() & 1 == 0
     }
 
     /// When the machine next needs [`Monitor::tick`]: a round to start or a deadline.
@@ -335,7 +366,7 @@ impl Monitor {
             return Vec::new();
         }
         self.failed_row = self.settings.down_after;
-        self.set(Health::Down, "link down".into())
+        self.set(Health::Down, Cause::LinkDown)
             .into_iter()
             .collect()
     }
@@ -398,17 +429,21 @@ impl Monitor {
             self.good_row += 1;
             self.failed_row = 0;
             if self.state == Health::Down && self.good_row >= self.settings.up_after {
-                let why = format!("{} good rounds in a row", self.good_row);
+                let why = Cause::ProbesAnswered {
+                    rounds: self.good_row,
+                };
                 return self.set(Health::Up, why);
             }
         } else {
             self.failed_row += 1;
             self.good_row = 0;
             if self.state != Health::Down && self.failed_row >= self.settings.down_after {
-                let why = format!(
-                    "{} failed rounds in a row ({answered} of {n} targets answered the last, quorum {})",
-                    self.failed_row, self.settings.quorum
-                );
+                let why = Cause::ProbesFailed {
+                    rounds: self.failed_row,
+                    answered,
+                    targets: n,
+                    quorum: self.settings.quorum,
+                };
                 return self.set(Health::Down, why);
             }
         }
@@ -429,38 +464,27 @@ impl Monitor {
         let clear_rtt = d
             .latency
             .is_none_or(|l| rtt_s <= l.as_secs_f64() * RECOVER_FACTOR);
+        let rtt = rtt.unwrap_or_default();
         match self.state {
             Health::Up if over_loss || over_rtt => {
-                let mut why = Vec::new();
-                if over_loss {
-                    why.push(format!(
-                        "loss {:.0}% above {:.0}%",
-                        loss * 100.0,
-                        d.loss.unwrap_or(0.0) * 100.0
-                    ));
-                }
-                if over_rtt {
-                    why.push(format!(
-                        "latency {:.1}ms above {:.1}ms",
-                        rtt_s * 1000.0,
-                        d.latency.unwrap_or_default().as_secs_f64() * 1000.0
-                    ));
-                }
-                self.set(Health::Degraded, why.join(", "))
+                let loss = d.loss.filter(|_| over_loss).map(|threshold| Crossed {
+                    measured: loss,
+                    threshold,
+                });
+                let latency = d.latency.filter(|_| over_rtt).map(|threshold| Crossed {
+                    measured: rtt,
+                    threshold,
+                });
+                self.set(Health::Degraded, Cause::Degraded { loss, latency })
             }
-            Health::Degraded if clear_loss && clear_rtt => self.set(
-                Health::Up,
-                format!(
-                    "loss {:.0}% and latency {:.1}ms back under 75% of the thresholds",
-                    loss * 100.0,
-                    rtt_s * 1000.0
-                ),
-            ),
+            Health::Degraded if clear_loss && clear_rtt => {
+                self.set(Health::Up, Cause::QualityRecovered { loss, latency: rtt })
+            }
             _ => None,
         }
     }
 
-    fn set(&mut self, to: Health, reason: String) -> Option<Transition> {
+    fn set(&mut self, to: Health, cause: Cause) -> Option<Transition> {
         if to == self.state {
             return None;
         }
@@ -468,7 +492,7 @@ impl Monitor {
             uplink: self.name.clone(),
             from: self.state,
             to,
-            reason,
+            cause,
             loss: self.loss(),
             rtt: self.rtt(),
         };

@@ -116,7 +116,11 @@ fn hard_outage_is_detected_in_about_a_second() {
         "detected {after:?} after the outage"
     );
     assert!(
-        sim.log[0].1.reason.contains("3 failed rounds in a row"),
+        sim.log[0]
+            .1
+            .cause
+            .to_string()
+            .contains("3 failed rounds in a row"),
         "{:?}",
         sim.log[0].1
     );
@@ -142,7 +146,7 @@ fn recovery_needs_up_after_good_rounds() {
         after >= ms(2_000) && after <= ms(3_100),
         "up {after:?} after the repair"
     );
-    assert_eq!(sim.log[1].1.reason, "5 good rounds in a row");
+    assert_eq!(sim.log[1].1.cause.to_string(), "5 good rounds in a row");
 }
 
 #[test]
@@ -175,7 +179,7 @@ fn link_down_is_immediate_and_link_up_must_earn_its_rounds() {
     let mut sim = Sim::new(settings(&[T1]), Health::Up, Box::new(|_, _| Some(ms(1))));
     sim.link(false, ms(3_000));
     assert_eq!(sim.first(Health::Down), Some(ms(3_000)));
-    assert_eq!(sim.log[0].1.reason, "link down");
+    assert_eq!(sim.log[0].1.cause, Cause::LinkDown);
     assert!(
         sim.m.next_wakeup().is_none(),
         "no probing while the link is down"
@@ -252,7 +256,11 @@ fn degraded_has_hysteresis() {
     let mut sim = Sim::new(s, Health::Up, net);
     sim.run_until(ms(20_000));
     assert_eq!(sim.m.state(), Health::Degraded, "{:?}", sim.log);
-    assert!(sim.log[0].1.reason.starts_with("loss"), "{:?}", sim.log[0]);
+    assert!(
+        sim.log[0].1.cause.to_string().starts_with("loss"),
+        "{:?}",
+        sim.log[0]
+    );
     sim.run_until(ms(40_000));
     assert_eq!(
         sim.m.state(),

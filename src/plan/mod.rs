@@ -3,10 +3,15 @@
 
 mod balance;
 mod build;
+mod family;
+pub mod flush;
 pub mod forward;
+mod mangle;
+mod nat;
 mod render;
 pub mod routing;
 pub mod rules;
+mod sets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,11 +21,14 @@ use ipnet::Ipv4Net;
 use serde::{Serialize, Serializer};
 
 pub use balance::{Balance, Member, cascade};
+pub use family::Family;
 pub use render::trim_float as render_weight;
-pub use routing::{IpRule, RouteKind, RoutePlan, RuleAction};
+pub use routing::{IpRule, MAIN_TABLE, RouteKind, RoutePlan, RuleAction};
 pub use rules::{Chain, Jump, Match, Origin, Rule, TablePlan, Target};
+pub use sets::{IpSet, TEMP_SUFFIX, ipset_restore, swap_script};
 
-use crate::config::{Config, InitialState, MarkLayout, Uplink};
+use crate::config::{Config, Gateway, InitialState, MarkLayout, Uplink};
+use crate::health::Health;
 
 pub const CHAIN_PREROUTING: &str = "MULTIWAN_PREROUTING";
 pub const CHAIN_LAN: &str = "MULTIWAN_LAN";
@@ -45,25 +53,6 @@ pub const CHAIN_PREFIX: &str = "MULTIWAN_";
 pub const SET_PREFIX: &str = "multiwan_";
 /// The set of connected networks, which stay with the main table.
 pub const CONNECTED_SET: &str = "multiwan_connected";
-
-/// An uplink's health as the plan sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    Up,
-    Degraded,
-    Down,
-}
-
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Health::Up => "up",
-            Health::Degraded => "degraded",
-            Health::Down => "down",
-        })
-    }
-}
 
 /// A value learned from the kernel, or a placeholder naming it when planning offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +107,29 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// The uplink's gateway: the configured one, or the one learned from the kernel. The
+    /// one place that decides it (the plan's routes and the probes' default target).
+    pub fn gateway(&self, u: &Uplink) -> Option<Ipv4Addr> {
+        match u.gateway {
+            Gateway::Static(ip) => Some(ip),
+            Gateway::Auto => self.gateways.get(&u.name).copied(),
+        }
+    }
+
+    pub fn resolved_gateway(&self, u: &Uplink) -> Resolved<Ipv4Addr> {
+        match self.gateway(u) {
+            Some(ip) => Resolved::Known(ip),
+            None => Resolved::Unknown(format!("gateway of {}", u.interface)),
+        }
+    }
+
+    pub fn address(&self, u: &Uplink) -> Resolved<Ipv4Addr> {
+        match self.addresses.get(&u.name) {
+            Some(a) => Resolved::Known(*a),
+            None => Resolved::Unknown(format!("address of {}", u.interface)),
+        }
+    }
+
     pub fn health_of(&self, config: &Config, uplink: &Uplink) -> Health {
         self.health
             .get(&uplink.name)
@@ -162,17 +174,22 @@ pub enum Decision {
     Main,
 }
 
+/// The one text form of a decision, for `plan`, `explain` and `status`.
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Pinned { uplink } => write!(f, "pinned to {uplink}"),
+            Decision::FallbackBalance { uplink } => write!(f, "{uplink} is down: balanced instead"),
+            Decision::FallbackDrop { uplink } => write!(f, "{uplink} is down: dropped"),
+            Decision::Main => f.write_str("bypasses multiwan (main table)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicyPlan {
     pub name: String,
     pub decision: Decision,
-}
-
-/// A `hash:net` ipset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IpSet {
-    pub name: String,
-    pub networks: Resolved<Vec<Ipv4Net>>,
 }
 
 /// Everything multiwan wants in the kernel for one config and one health state.
@@ -230,11 +247,43 @@ impl Plan {
 
     /// The sets as `ipset restore` input (placeholders become comments).
     pub fn ipset_restore(&self) -> String {
-        render::ipset_restore(&self.sets)
+        sets::ipset_restore(&self.sets)
     }
 
     /// The whole plan for a person.
     pub fn human(&self) -> String {
         render::human(self)
+    }
+
+    /// New connections marked per uplink: the packet counters (by chain, in rule order) of
+    /// the policy and balance rules that set each uplink's mark. Such a rule only sees a
+    /// connection's first packet. A chain whose counters do not line up with its planned
+    /// rules (it is being replaced) is left out.
+    pub fn marked_by_uplink(&self, counters: &BTreeMap<String, Vec<u64>>) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> =
+            self.uplinks.iter().map(|u| (u.name.clone(), 0)).collect();
+        let marking = [CHAIN_POLICY, CHAIN_BALANCE];
+        for chain in self
+            .mangle
+            .chains
+            .iter()
+            .filter(|c| marking.contains(&c.name.as_str()))
+        {
+            let Some(packets) = counters
+                .get(&chain.name)
+                .filter(|p| p.len() == chain.rules.len())
+            else {
+                continue;
+            };
+            for (rule, n) in chain.rules.iter().zip(packets) {
+                let Target::SetMark { value, .. } = rule.target else {
+                    continue;
+                };
+                if let Some(u) = self.uplinks.iter().find(|u| u.mark == value) {
+                    *out.entry(u.name.clone()).or_default() += n;
+                }
+            }
+        }
+        out
     }
 }

@@ -1,26 +1,8 @@
-//! Text forms of a plan: for a person (`multiwan plan`) and for `ipset restore`.
+//! The plan for a person (`multiwan plan`).
 
 use std::fmt::Write;
 
-use super::{Balance, Decision, IpSet, Plan, Resolved};
-
-pub fn ipset_restore(sets: &[IpSet]) -> String {
-    let mut out = String::new();
-    for set in sets {
-        let _ = writeln!(out, "create {} hash:net family inet -exist", set.name);
-        match &set.networks {
-            Resolved::Known(nets) => {
-                for n in nets {
-                    let _ = writeln!(out, "add {} {n} -exist", set.name);
-                }
-            }
-            Resolved::Unknown(what) => {
-                let _ = writeln!(out, "# {}: <{what}>", set.name);
-            }
-        }
-    }
-    out
-}
+use super::{Balance, Plan};
 
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
@@ -45,7 +27,7 @@ pub fn human(plan: &Plan) -> String {
         let _ = writeln!(out, "{r}");
     }
     let _ = writeln!(out, "\n== ipsets (ipset restore) ==");
-    out.push_str(&ipset_restore(&plan.sets));
+    out.push_str(&plan.ipset_restore());
     out
 }
 
@@ -105,13 +87,7 @@ fn policies(plan: &Plan, out: &mut String) {
     }
     let _ = writeln!(out, "\n== policies (first match wins) ==");
     for p in &plan.policies {
-        let what = match &p.decision {
-            Decision::Pinned { uplink } => format!("pinned to {uplink}"),
-            Decision::FallbackBalance { uplink } => format!("{uplink} is down: balanced instead"),
-            Decision::FallbackDrop { uplink } => format!("{uplink} is down: dropped"),
-            Decision::Main => "bypasses multiwan (main table)".into(),
-        };
-        let _ = writeln!(out, "{:<15} {what}", p.name);
+        let _ = writeln!(out, "{:<15} {}", p.name, p.decision);
     }
 }
 

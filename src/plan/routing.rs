@@ -1,11 +1,13 @@
-//! Routing objects of the plan: ip rules and per-uplink routes, as plain values.
+//! Routing objects of the plan: ip rules and per-uplink routes, as plain values, and the
+//! builders that make them from the config.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::Resolved;
+use super::{Observed, Resolved};
+use crate::config::Config;
 
 /// The kernel's main table.
 pub const MAIN_TABLE: u32 = 254;
@@ -96,4 +98,74 @@ impl fmt::Display for RoutePlan {
         }
         Ok(())
     }
+}
+
+/// Offsets inside the rule priority range.
+const PRIO_SUPPRESS_MAIN: u32 = 0;
+
+/// fwmark rules come before the `from <address>` rules: the router's own traffic has its
+/// source address chosen by main's route before OUTPUT marks it for another uplink.
+const PRIO_FWMARK: u32 = 100;
+
+const PRIO_FROM: u32 = 200;
+
+/// Main's specific routes first (LAN, connected networks, a VPN), then the router's own
+/// traffic by source address, then forwarded traffic by mark.
+pub(super) fn ip_rules(config: &Config, observed: &Observed) -> Vec<IpRule> {
+    let base = config.rule_priority_base;
+    let mut out = vec![IpRule {
+        priority: base + PRIO_SUPPRESS_MAIN,
+        from: None,
+        fwmark: None,
+        action: RuleAction::Lookup {
+            table: MAIN_TABLE,
+            suppress_prefixlength: Some(0),
+        },
+    }];
+    for u in &config.uplinks {
+        out.push(IpRule {
+            priority: base + PRIO_FROM + u.id,
+            from: Some(observed.address(u)),
+            fwmark: None,
+            action: lookup(config.table(u)),
+        });
+    }
+    for u in &config.uplinks {
+        out.push(IpRule {
+            priority: base + PRIO_FWMARK + u.id,
+            from: None,
+            fwmark: Some((config.marks.uplink(u.id), config.marks.mask)),
+            action: lookup(config.table(u)),
+        });
+    }
+    out.sort_by_key(|r| r.priority);
+    out
+}
+
+fn lookup(table: u32) -> RuleAction {
+    RuleAction::Lookup {
+        table,
+        suppress_prefixlength: None,
+    }
+}
+
+pub(super) fn routes(config: &Config, observed: &Observed) -> Vec<RoutePlan> {
+    let mut out = Vec::new();
+    for u in &config.uplinks {
+        let table = config.table(u);
+        out.push(RoutePlan {
+            table,
+            kind: RouteKind::Default {
+                gateway: observed.resolved_gateway(u),
+                interface: u.interface.clone(),
+            },
+            metric: 0,
+        });
+        out.push(RoutePlan {
+            table,
+            kind: RouteKind::Unreachable,
+            metric: UNREACHABLE_METRIC,
+        });
+    }
+    out
 }

@@ -138,10 +138,11 @@ impl Jump {
     }
 }
 
-/// One iptables table's part of the plan.
+/// One iptables table's part of the plan, in one address family.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TablePlan {
     pub name: String,
+    pub family: super::Family,
     pub chains: Vec<Chain>,
 }
 
@@ -350,6 +351,7 @@ mod tests {
     fn restore_text_declares_every_chain_first() {
         let t = TablePlan {
             name: "mangle".into(),
+            family: crate::plan::Family::Ipv4,
             chains: vec![
                 Chain {
                     name: "A".into(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::health::Transition;
+
 /// One event for the hooks: the variables they receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookEvent {
@@ -16,29 +18,21 @@ pub struct HookEvent {
 
 impl HookEvent {
     /// The variables of an uplink transition.
-    #[allow(clippy::too_many_arguments)]
-    pub fn uplink(
-        uplink: &str,
-        interface: &str,
-        state: &str,
-        previous: &str,
-        reason: &str,
-        rtt_ms: Option<f64>,
-        loss: f64,
-        active: &[String],
-    ) -> Self {
+    pub fn uplink(t: &Transition, interface: &str, active: &[String]) -> Self {
+        let rtt_ms = t.rtt.map(|r| r.as_secs_f64() * 1000.0);
         let vars = [
             ("MULTIWAN_EVENT", "uplink".to_string()),
-            ("MULTIWAN_UPLINK", uplink.to_string()),
+            ("MULTIWAN_UPLINK", t.uplink.clone()),
             ("MULTIWAN_INTERFACE", interface.to_string()),
-            ("MULTIWAN_STATE", state.to_string()),
-            ("MULTIWAN_PREVIOUS_STATE", previous.to_string()),
-            ("MULTIWAN_REASON", reason.to_string()),
+            ("MULTIWAN_STATE", t.to.to_string()),
+            ("MULTIWAN_PREVIOUS_STATE", t.from.to_string()),
+            ("MULTIWAN_REASON", t.cause.to_string()),
+            ("MULTIWAN_CAUSE", t.cause.kind().to_string()),
             (
                 "MULTIWAN_RTT_MS",
                 rtt_ms.map(|r| format!("{r:.3}")).unwrap_or_default(),
             ),
-            ("MULTIWAN_LOSS_PERCENT", format!("{:.1}", loss * 100.0)),
+            ("MULTIWAN_LOSS_PERCENT", format!("{:.1}", t.loss * 100.0)),
             ("MULTIWAN_ACTIVE_UPLINKS", active.join(",")),
         ];
         Self {
@@ -175,16 +169,15 @@ mod tests {
 
     #[test]
     fn uplink_event_has_every_variable() {
-        let e = HookEvent::uplink(
-            "isp1",
-            "wan1",
-            "down",
-            "up",
-            "link down",
-            Some(1.5),
-            0.25,
-            &["isp2".into()],
-        );
+        let t = Transition {
+            uplink: "isp1".into(),
+            from: crate::health::Health::Up,
+            to: crate::health::Health::Down,
+            cause: crate::health::Cause::LinkDown,
+            loss: 0.25,
+            rtt: Some(Duration::from_micros(1500)),
+        };
+        let e = HookEvent::uplink(&t, "wan1", &["isp2".into()]);
         let names: Vec<&str> = e.vars.iter().map(|(k, _)| k.as_str()).collect();
         for v in [
             "MULTIWAN_UPLINK",
@@ -195,6 +188,7 @@ mod tests {
             "MULTIWAN_RTT_MS",
             "MULTIWAN_LOSS_PERCENT",
             "MULTIWAN_ACTIVE_UPLINKS",
+            "MULTIWAN_CAUSE",
         ] {
             assert!(names.contains(&v), "{v}");
         }
@@ -203,5 +197,10 @@ mod tests {
                 .contains(&("MULTIWAN_LOSS_PERCENT".into(), "25.0".into()))
         );
         assert!(e.vars.contains(&("MULTIWAN_RTT_MS".into(), "1.500".into())));
+        assert!(
+            e.vars
+                .contains(&("MULTIWAN_REASON".into(), "link down".into()))
+        );
+        assert!(e.vars.contains(&("MULTIWAN_CAUSE".into(), "link".into())));
     }
 }

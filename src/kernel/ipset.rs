@@ -1,17 +1,14 @@
 //! Keeps multiwan's ipsets (`multiwan_*`, type hash:net) filled. An update fills a
-//! temporary set and swaps it in, so the live set is never half-filled.
+//! temporary set and swaps it in (the text is the plan's, [`crate::plan::sets`]), so the
+//! live set is never half-filled.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::exec::{self, ToolError};
-use crate::plan::{IpSet, Resolved, SET_PREFIX};
-
-/// Suffix of the temporary set; `.` is not allowed in config set names, so it cannot clash.
-const TEMP_SUFFIX: &str = ".new";
+use super::exec::{self, ToolError};
+use crate::plan::{IpSet, Resolved, SET_PREFIX, swap_script};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpsetError {
@@ -58,29 +55,9 @@ pub fn changed<'a>(
         .collect()
 }
 
-/// `ipset restore` input that creates each set and swaps in its new content.
-pub fn update_script(sets: &[&IpSet]) -> String {
-    let mut out = String::new();
-    for set in sets {
-        let _ = writeln!(out, "create {} hash:net family inet -exist", set.name);
-        let Resolved::Known(nets) = &set.networks else {
-            continue;
-        };
-        let temp = format!("{}{TEMP_SUFFIX}", set.name);
-        let _ = writeln!(out, "create {temp} hash:net family inet -exist");
-        let _ = writeln!(out, "flush {temp}");
-        for n in nets {
-            let _ = writeln!(out, "add {temp} {n} -exist");
-        }
-        let _ = writeln!(out, "swap {temp} {}", set.name);
-        let _ = writeln!(out, "destroy {temp}");
-    }
-    out
-}
-
 /// Names of the sets of ours that exist now.
-pub fn ours() -> Result<Vec<String>, IpsetError> {
-    let names = exec::run_ok("ipset", &["list", "-n"], None)?;
+pub async fn ours() -> Result<Vec<String>, IpsetError> {
+    let names = exec::run_ok("ipset", &["list", "-n"], None).await?;
     Ok(names
         .lines()
         .filter(|n| n.starts_with(SET_PREFIX))
@@ -89,24 +66,25 @@ pub fn ours() -> Result<Vec<String>, IpsetError> {
 }
 
 /// Brings the sets up to date; returns the names of the sets it created or refilled.
-pub fn update(sets: &[IpSet]) -> Result<Vec<String>, IpsetError> {
-    let current = parse_save(&exec::run_ok("ipset", &["save"], None)?);
+pub async fn update(sets: &[IpSet]) -> Result<Vec<String>, IpsetError> {
+    let current = parse_save(&exec::run_ok("ipset", &["save"], None).await?);
     let todo = changed(sets, &current);
     if !todo.is_empty() {
-        exec::run_ok("ipset", &["restore"], Some(&update_script(&todo)))?;
+        exec::run_ok("ipset", &["restore"], Some(&swap_script(&todo))).await?;
     }
     Ok(todo.iter().map(|s| s.name.clone()).collect())
 }
 
 /// Destroys sets of ours that are not in `keep` (after the rules using them are gone).
-pub fn destroy_except(keep: &[IpSet]) -> Result<Vec<String>, IpsetError> {
-    let stale: Vec<String> = ours()?
+pub async fn destroy_except(keep: &[IpSet]) -> Result<Vec<String>, IpsetError> {
+    let stale: Vec<String> = ours()
+        .await?
         .into_iter()
         .filter(|n| !keep.iter().any(|s| &s.name == n))
         .collect();
     if !stale.is_empty() {
         let script: String = stale.iter().map(|n| format!("destroy {n}\n")).collect();
-        exec::run_ok("ipset", &["restore"], Some(&script))?;
+        exec::run_ok("ipset", &["restore"], Some(&script)).await?;
     }
     Ok(stale)
 }
@@ -120,16 +98,18 @@ mod tests {
         let sets = vec![
             IpSet {
                 name: "multiwan_connected".into(),
+                family: crate::plan::Family::Ipv4,
                 networks: Resolved::Unknown("connected".into()),
             },
             IpSet {
                 name: "multiwan_s".into(),
+                family: crate::plan::Family::Ipv4,
                 networks: Resolved::Known(vec!["10.1.0.0/16".parse().unwrap()]),
             },
         ];
         let mut current = HashMap::new();
         assert_eq!(
-            update_script(&changed(&sets, &current)),
+            swap_script(&changed(&sets, &current)),
             "create multiwan_connected hash:net family inet -exist\n\
              create multiwan_s hash:net family inet -exist\n\
              create multiwan_s.new hash:net family inet -exist\n\

@@ -7,12 +7,13 @@ use std::time::{Instant, SystemTime};
 use tracing::{info, warn};
 
 use super::Agent;
-use crate::conntrack;
 use crate::control::HaStatus;
+use crate::daemon::hooks::{self, HookEvent};
 use crate::ha::Role;
-use crate::hooks::{self, HookEvent};
-use crate::plan::Health;
-use crate::routing::KernelView;
+use crate::health::Health;
+use crate::kernel::actor::Purpose;
+use crate::kernel::routing::KernelView;
+use crate::plan::flush::takeover_flushes;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct HaState {
@@ -48,7 +49,7 @@ impl Agent {
     /// not a link this node alone lost (the node may be dying, and the peer, which still
     /// has the link, is about to carry those connections on).
     pub(super) fn may_flush_for(&self, t: &crate::health::Transition) -> bool {
-        self.ha.is_none() || (self.owns_conntrack() && !t.caused_by_link())
+        self.ha.is_none() || (self.owns_conntrack() && !t.cause.is_link())
     }
 
     /// Says why an HA node left a down uplink's connections in place.
@@ -56,7 +57,7 @@ impl Agent {
         for t in withheld.iter().filter(|t| t.to == Health::Down) {
             let role = self.ha.map_or("none", |h| h.role.name());
             if self.owns_conntrack() {
-                info!(uplink = %t.uplink, reason = %t.reason, "HA master: this node lost the link alone; connections stay for the peer (no flush)");
+                info!(uplink = %t.uplink, reason = %t.cause, "HA master: this node lost the link alone; connections stay for the peer (no flush)");
             } else {
                 info!(uplink = %t.uplink, role, "HA backup: conntrack entries are left to the master (conntrackd syncs its deletions)");
             }
@@ -110,21 +111,15 @@ impl Agent {
     }
 
     /// A new master may have taken over connections the old one had not moved off an
-    /// uplink this node knows is down.
+    /// uplink this node knows is down: the kernel actor deletes them.
     fn flush_down_uplinks(&self) {
-        let health = self.health();
-        for u in &self.config.uplinks {
-            if !u.flush_on_down || health.get(&u.name) != Some(&Health::Down) {
-                continue;
-            }
-            let mark = self.config.marks.uplink(u.id);
-            match conntrack::delete_mark(mark, self.config.marks.mask) {
-                Ok(n) => {
-                    info!(uplink = %u.name, deleted = n, "HA takeover: connections of a down uplink deleted")
-                }
-                Err(e) => warn!(uplink = %u.name, error = %e, "deleting conntrack entries failed"),
-            }
+        let flushes = takeover_flushes(&self.config, &self.health());
+        if flushes.is_empty() {
+            return;
         }
+        let mut desired = self.desired(Purpose::Change);
+        desired.flushes = flushes;
+        self.kernel.install(desired);
     }
 
     pub(super) fn ha_status(&self) -> Option<HaStatus> {

@@ -3,19 +3,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::ipset::{self, IpsetError};
+use super::netfilter::{self, Changes, Counters, NetfilterError};
+use super::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
 use crate::config::Config;
-use crate::ipset::{self, IpsetError};
-use crate::netfilter::{self, NetfilterError};
-use crate::plan::{Health, Observed, Plan};
-use crate::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
+use crate::health::Health;
+use crate::plan::{Family, Observed, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("routing: {0}")]
+    #[error("routing")]
     Routing(#[from] RoutingError),
-    #[error("iptables: {0}")]
+    #[error("iptables")]
     Netfilter(#[from] NetfilterError),
-    #[error("ipset: {0}")]
+    #[error("ipset")]
     Ipset(#[from] IpsetError),
 }
 
@@ -25,11 +26,13 @@ pub struct Applied {
     pub plan: Plan,
     pub observed: Observed,
     pub view: KernelView,
-    /// The iptables-restore input that was needed (empty when nothing had drifted).
-    pub iptables: String,
+    /// The chains and jumps that had to be (re)installed (none when nothing had drifted).
+    pub netfilter: Changes,
+    /// Our rules' packet counters, read on the way.
+    pub counters: Counters,
     /// Sets created or refilled.
     pub sets: Vec<String>,
-    /// Things that could not be installed yet, and kernel settings that need attention.
+    /// Things that could not be installed yet.
     pub warnings: Vec<String>,
     pub routing: RoutingChanges,
     pub stale_sets: Vec<String>,
@@ -38,7 +41,7 @@ pub struct Applied {
 /// What cleanup removed, and what it could not.
 #[derive(Debug, Default)]
 pub struct Removed {
-    pub iptables: String,
+    pub netfilter: Changes,
     pub routing: RoutingChanges,
     pub sets: Vec<String>,
     pub errors: Vec<InstallError>,
@@ -79,8 +82,7 @@ impl Installer {
     }
 
     /// Observes, plans and installs: sets, then iptables (one transaction per table, then
-    /// verified), then ip rules and routes, then stale sets go. Kernel settings are checked
-    /// apart ([`crate::sysctl::enforce`]), once per start or reload.
+    /// verified), then ip rules and routes, then stale sets go.
     pub async fn apply(
         &self,
         config: &Config,
@@ -90,16 +92,17 @@ impl Installer {
         let (mut observed, view, mut warnings) = self.observe(config, health).await?;
         observed.backends_down = backends_down.clone();
         let plan = Plan::build(config, &observed);
-        let sets = ipset::update(&plan.sets)?;
-        let iptables = netfilter::apply(&plan)?;
+        let sets = ipset::update(&plan.sets).await?;
+        let installed = netfilter::apply(&plan).await?;
         let routing = self.routing.reconcile(config, &plan, &view).await?;
         warnings.extend(routing.failed.iter().cloned());
-        let stale_sets = ipset::destroy_except(&plan.sets)?;
+        let stale_sets = ipset::destroy_except(&plan.sets).await?;
         Ok(Applied {
             plan,
             observed,
             view,
-            iptables,
+            netfilter: installed.changes,
+            counters: installed.counters,
             sets,
             warnings,
             routing,
@@ -110,8 +113,8 @@ impl Installer {
     /// Removes everything of ours; keeps going after a failure and reports every error.
     pub async fn cleanup(&self, config: &Config) -> Removed {
         let mut removed = Removed::default();
-        match netfilter::cleanup() {
-            Ok(script) => removed.iptables = script,
+        match netfilter::cleanup(Family::Ipv4).await {
+            Ok(changes) => removed.netfilter = changes,
             Err(e) => removed.errors.push(e.into()),
         }
         let (routing, errors) = self.routing.cleanup(config).await;
@@ -119,7 +122,7 @@ impl Installer {
         removed
             .errors
             .extend(errors.into_iter().map(InstallError::from));
-        match ipset::destroy_except(&[]) {
+        match ipset::destroy_except(&[]).await {
             Ok(sets) => removed.sets = sets,
             Err(e) => removed.errors.push(e.into()),
         }

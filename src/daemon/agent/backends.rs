@@ -7,19 +7,12 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::Agent;
+use crate::daemon::hooks::{self, HookEvent};
 use crate::health::backend::BackendMonitor;
-use crate::hooks::{self, HookEvent};
-use crate::plan::{Observed, Plan};
+use crate::kernel::actor::Purpose;
+use crate::plan::forward::forward_plans;
 
 impl Agent {
-    /// What the plan is built from now: kernel facts, uplink health, backends down.
-    pub(super) fn observed_now(&self) -> Observed {
-        let mut o = self.observed.clone();
-        o.health = self.health();
-        o.backends_down = self.backends_down.clone();
-        o
-    }
-
     /// One monitor per checked backend; unchanged ones keep their state.
     pub(super) fn rebuild_backends(&mut self) {
         let now = Instant::now();
@@ -55,7 +48,7 @@ impl Agent {
             };
             let b = &f.backends[*index];
             let addr = SocketAddrV4::new(b.address, b.port.unwrap_or(f.ports.first));
-            crate::probe::check_backend(
+            crate::kernel::probe::check_backend(
                 forward,
                 *index,
                 addr,
@@ -91,10 +84,15 @@ impl Agent {
             let event = HookEvent::backend(&t.forward, &t.target, state, &t.reason);
             hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
         }
-        let new = Plan::build(&self.config, &self.observed_now());
-        for f in new.forwards.iter().filter(|f| f.all_down) {
+        let mut observed = self.observed.clone();
+        observed.backends_down = self.backends_down.clone();
+        for f in forward_plans(&self.config, &observed)
+            .iter()
+            .filter(|f| f.all_down)
+        {
             warn!(forward = %f.name, "every backend is down: all are kept in rotation (a dead service beats a black-holed one)");
         }
-        self.swap_rules(new);
+        self.kernel.install(self.desired(Purpose::Change));
+        self.replan();
     }
 }

@@ -1,52 +1,127 @@
-//! Installs the plan's iptables chains with `iptables-restore --noflush`: our chains are
-//! declared (which flushes them) and refilled in one transaction per table, so the kernel
-//! never sees half a rule set. The jumps from built-in chains are added once, duplicates
-//! removed, and stale chains of ours deleted in the same transaction.
-//!
-//! Script building is pure and works on `iptables-save` text; only `apply`, `cleanup` and
-//! `verify` run tools.
+//! The pure half of the netfilter adapter: `iptables-save` text in, `iptables-restore`
+//! input out, plus what that input changes, as data. Our chains are declared (which
+//! flushes them) and refilled in one transaction per table; the jumps from built-in chains
+//! are added once, duplicates removed; stale chains of ours deleted in the same transaction.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::exec::{self, ToolError};
-use crate::plan::{CHAIN_PREFIX, Jump, Plan, TablePlan};
-
-/// Tables multiwan may have chains in.
-pub const TABLES: &[&str] = &["mangle", "nat", "filter"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum NetfilterError {
-    #[error(transparent)]
-    Tool(#[from] ToolError),
-    #[error("iptables-restore refused the {table} table: {stderr}{}", .line.as_ref().map(|l| format!("\n  at: {l}")).unwrap_or_default())]
-    Restore {
-        table: String,
-        stderr: String,
-        line: Option<String>,
-    },
-    #[error("after apply, chain {chain} has {found} rules, expected {expected}")]
-    Verify {
-        chain: String,
-        expected: usize,
-        found: usize,
-    },
-    #[error("after apply, the jump {table}/{from} -> {to} is present {found} times, expected once")]
-    VerifyJump {
-        table: String,
-        from: String,
-        to: String,
-        found: usize,
-    },
-}
+use crate::plan::{CHAIN_PREFIX, Chain, Family, Jump, Plan, TablePlan};
 
 /// What `iptables-save` shows for one table.
 #[derive(Debug, Default)]
 pub struct Saved {
     pub chains: Vec<String>,
+    /// Rules as `-A CHAIN ...`, without counters.
     pub rules: Vec<String>,
+    /// Packet counts of `rules` (0 when the save had no counters).
+    pub packets: Vec<u64>,
 }
 
-/// Splits `iptables-save` output by table.
+/// What one transaction changed in one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    pub family: Family,
+    pub table: String,
+    /// Chains of ours (re)filled, with their number of rules.
+    pub chains: Vec<(String, usize)>,
+    pub jumps_added: usize,
+    pub jumps_removed: usize,
+    /// Chains of ours deleted.
+    pub removed: Vec<String>,
+}
+
+impl TableChange {
+    fn new(family: Family, table: &str) -> Self {
+        Self {
+            family,
+            table: table.to_string(),
+            chains: Vec::new(),
+            jumps_added: 0,
+            jumps_removed: 0,
+            removed: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+            && self.jumps_added == 0
+            && self.jumps_removed == 0
+            && self.removed.is_empty()
+    }
+}
+
+/// Everything one apply (or cleanup) changed; empty when the kernel already matched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub tables: Vec<TableChange>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// The chains (re)filled, `table/CHAIN`.
+    pub fn chains(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .flat_map(|t| {
+                t.chains
+                    .iter()
+                    .map(move |(c, _)| format!("{}/{c}", t.table))
+            })
+            .collect()
+    }
+
+    /// How many chains of ours were deleted.
+    pub fn removed(&self) -> usize {
+        self.tables.iter().map(|t| t.removed.len()).sum()
+    }
+
+    fn push(&mut self, change: TableChange) {
+        if !change.is_empty() {
+            self.tables.push(change);
+        }
+    }
+}
+
+/// A restore input, one block per table, each with what it changes.
+#[derive(Debug, Default)]
+pub struct Script {
+    blocks: Vec<(TableChange, String)>,
+}
+
+impl Script {
+    fn add(&mut self, text: String, change: TableChange) {
+        if !change.is_empty() {
+            self.blocks.push((change, text));
+        }
+    }
+
+    /// The restore input for one family's tables (empty when nothing changes there).
+    pub fn text(&self, family: Family) -> String {
+        self.blocks
+            .iter()
+            .filter(|(c, _)| c.family == family)
+            .map(|(_, t)| t.as_str())
+            .collect()
+    }
+
+    pub fn changes(&self) -> Changes {
+        let mut out = Changes::default();
+        for (c, _) in &self.blocks {
+            out.push(c.clone());
+        }
+        out
+    }
+}
+
+/// Packet counters of our chains' rules, by chain, in rule order: how many packets each
+/// rule matched since the chain was last filled.
+pub type Counters = BTreeMap<String, Vec<u64>>;
+
+/// Splits `iptables-save` output (with or without `-c`) by table.
 pub fn parse_save(save: &str, table: &str) -> Saved {
     let mut out = Saved::default();
     let mut inside = false;
@@ -58,8 +133,43 @@ pub fn parse_save(save: &str, table: &str) -> Saved {
         } else if let Some(rest) = line.strip_prefix(':') {
             out.chains
                 .push(rest.split_whitespace().next().unwrap_or("").to_string());
-        } else if line.starts_with("-A ") {
-            out.rules.push(line.to_string());
+        } else {
+            let (packets, rule) = split_counters(line);
+            if rule.starts_with("-A ") {
+                out.rules.push(rule.to_string());
+                out.packets.push(packets);
+            }
+        }
+    }
+    out
+}
+
+/// `[12:3456] -A ...` is (12, `-A ...`); a line without counters has 0 packets.
+fn split_counters(line: &str) -> (u64, &str) {
+    let Some(rest) = line.strip_prefix('[') else {
+        return (0, line);
+    };
+    let Some((counts, rule)) = rest.split_once("] ") else {
+        return (0, line);
+    };
+    let packets = counts
+        .split(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    (packets, rule)
+}
+
+/// The packet counters of every chain of ours in `tables`.
+pub fn counters(save: &str, tables: &[&str]) -> Counters {
+    let mut out = Counters::new();
+    for table in tables {
+        let saved = parse_save(save, table);
+        for (rule, packets) in saved.rules.iter().zip(&saved.packets) {
+            let chain = rule.split_whitespace().nth(1).unwrap_or("");
+            if chain.starts_with(CHAIN_PREFIX) {
+                out.entry(chain.to_string()).or_default().push(*packets);
+            }
         }
     }
     out
@@ -86,45 +196,63 @@ fn our_jumps(saved: &Saved) -> Vec<String> {
         .collect()
 }
 
+/// The rules the kernel has in `chain`, in order.
+fn rules_of<'a>(chain: &str, saved: &'a Saved) -> Vec<&'a str> {
+    let prefix = format!("-A {chain} ");
+    saved
+        .rules
+        .iter()
+        .filter_map(|r| r.strip_prefix(&prefix))
+        .collect()
+}
+
 /// True when the kernel's chain holds exactly the planned rules (our rendering is
 /// `iptables-save`'s own text).
-fn chain_matches(chain: &crate::plan::Chain, saved: &Saved) -> bool {
+fn chain_matches(chain: &Chain, saved: &Saved) -> bool {
     if !saved.chains.contains(&chain.name) {
         return false;
     }
-    let prefix = format!("-A {} ", chain.name);
-    let have: Vec<&str> = saved
-        .rules
-        .iter()
-        .filter(|r| r.starts_with(&prefix))
-        .map(String::as_str)
-        .collect();
+    let have = rules_of(&chain.name, saved);
     have.len() == chain.rules.len()
         && have
             .iter()
             .zip(&chain.rules)
-            .all(|(h, r)| h[prefix.len()..] == crate::plan::rules::rule_spec(r))
+            .all(|(h, r)| *h == crate::plan::rules::rule_spec(r))
 }
 
-/// The restore input that makes `table` match the plan, given what is installed now; empty
+/// Restore input that replaces the given chains of `table` (without COMMIT), and the
+/// change it makes.
+fn chains_text(table: &TablePlan, chains: &[&Chain], change: &mut TableChange) -> String {
+    let mut out = table.restore_text_of(chains);
+    out.truncate(out.len() - "COMMIT\n".len());
+    change.chains = chains
+        .iter()
+        .map(|c| (c.name.clone(), c.rules.len()))
+        .collect();
+    out
+}
+
+/// The restore input that makes `table` match the plan, given what is installed now; None
 /// when it already does. Chains that already match are left alone (re-sending a 1000-rule
 /// chain costs iptables-nft tens of milliseconds).
-pub fn apply_script(table: &TablePlan, jumps: &[Jump], saved: &Saved) -> String {
-    let stale_chains: Vec<&crate::plan::Chain> = table
+pub fn apply_script(
+    table: &TablePlan,
+    jumps: &[Jump],
+    saved: &Saved,
+) -> Option<(String, TableChange)> {
+    let mut change = TableChange::new(table.family, &table.name);
+    let stale_chains: Vec<&Chain> = table
         .chains
         .iter()
         .filter(|c| !chain_matches(c, saved))
         .collect();
-    let mut out = table.restore_text_of(&stale_chains);
-    out.truncate(out.len() - "COMMIT\n".len());
-    let header_only = table.name.len() + 2;
+    let mut out = chains_text(table, &stale_chains, &mut change);
     let planned: Vec<&str> = table.chains.iter().map(|c| c.name.as_str()).collect();
     let stale: Vec<&String> = saved
         .chains
         .iter()
         .filter(|c| c.starts_with(CHAIN_PREFIX) && !planned.contains(&c.as_str()))
         .collect();
-    let existing = our_jumps(saved);
     let wanted: Vec<String> = jumps
         .iter()
         .filter(|j| j.table == table.name)
@@ -132,26 +260,43 @@ pub fn apply_script(table: &TablePlan, jumps: &[Jump], saved: &Saved) -> String 
         .collect();
     // Keep the first copy of each wanted jump; delete other copies and unwanted jumps.
     let mut kept: Vec<&String> = Vec::new();
+    let existing = our_jumps(saved);
     for line in &existing {
         if wanted.contains(line) && !kept.contains(&line) {
             kept.push(line);
         } else {
             let _ = writeln!(out, "-D{}", &line[2..]);
+            change.jumps_removed += 1;
         }
     }
     for j in jumps.iter().filter(|j| j.table == table.name) {
         if !kept.contains(&&jump_line(j)) {
             let _ = writeln!(out, "{}", insert_jump(j));
+            change.jumps_added += 1;
         }
     }
     for chain in stale {
         let _ = writeln!(out, "-F {chain}\n-X {chain}");
+        change.removed.push(chain.clone());
     }
-    if out.len() == header_only {
-        return String::new();
+    if change.is_empty() {
+        return None;
     }
     out.push_str("COMMIT\n");
-    out
+    Some((out, change))
+}
+
+/// The restore input that makes every table of the plan match, given `save`.
+pub fn apply_plan_script(plan: &Plan, save: &str) -> Script {
+    let mut script = Script::default();
+    for table in plan.tables() {
+        if let Some((text, change)) =
+            apply_script(table, &plan.jumps, &parse_save(save, &table.name))
+        {
+            script.add(text, change);
+        }
+    }
+    script
 }
 
 /// Mangle and filter jumps go first (our marks must be decided before other rules look at
@@ -167,7 +312,7 @@ fn insert_jump(j: &Jump) -> String {
 
 /// The restore input that removes everything of ours from a table, or None if there is
 /// nothing of ours there.
-pub fn cleanup_script(table: &str, saved: &Saved) -> Option<String> {
+pub fn cleanup_script(family: Family, table: &str, saved: &Saved) -> Option<(String, TableChange)> {
     let jumps = our_jumps(saved);
     let chains: Vec<&String> = saved
         .chains
@@ -177,36 +322,50 @@ pub fn cleanup_script(table: &str, saved: &Saved) -> Option<String> {
     if jumps.is_empty() && chains.is_empty() {
         return None;
     }
+    let mut change = TableChange::new(family, table);
     let mut out = format!("*{table}\n");
     for j in jumps {
         let _ = writeln!(out, "-D{}", &j[2..]);
+        change.jumps_removed += 1;
     }
     for c in &chains {
         let _ = writeln!(out, "-F {c}");
     }
     for c in &chains {
         let _ = writeln!(out, "-X {c}");
+        change.removed.push(c.to_string());
     }
     out.push_str("COMMIT\n");
-    Some(out)
+    Some((out, change))
+}
+
+/// The restore input that removes everything of ours from every table in `save`.
+pub fn cleanup_plan_script(family: Family, save: &str) -> Script {
+    let mut script = Script::default();
+    for table in super::TABLES {
+        if let Some((text, change)) = cleanup_script(family, table, &parse_save(save, table)) {
+            script.add(text, change);
+        }
+    }
+    script
 }
 
 /// Checks the installed tables against the plan: every chain has exactly the planned number
 /// of rules and every jump is there once. Cheap enough to run as a drift check.
-pub fn verify(plan: &Plan, save: &str) -> Result<(), NetfilterError> {
+pub fn verify(plan: &Plan, save: &str) -> Result<(), super::NetfilterError> {
     verify_tables(&plan.tables(), &plan.jumps, save)
 }
 
-fn verify_tables(tables: &[&TablePlan], jumps: &[Jump], save: &str) -> Result<(), NetfilterError> {
+fn verify_tables(
+    tables: &[&TablePlan],
+    jumps: &[Jump],
+    save: &str,
+) -> Result<(), super::NetfilterError> {
+    use super::NetfilterError;
     for table in tables {
         let saved = parse_save(save, &table.name);
         for chain in &table.chains {
-            let prefix = format!("-A {} ", chain.name);
-            let found = saved
-                .rules
-                .iter()
-                .filter(|r| r.starts_with(&prefix))
-                .count();
+            let found = rules_of(&chain.name, &saved).len();
             let present = saved.chains.contains(&chain.name);
             if !present || found != chain.rules.len() {
                 return Err(NetfilterError::Verify {
@@ -231,47 +390,17 @@ fn verify_tables(tables: &[&TablePlan], jumps: &[Jump], save: &str) -> Result<()
     Ok(())
 }
 
-/// True when the filter table's FORWARD policy is DROP (None when it cannot be read, e.g.
-/// without root). multiwan does not open the firewall; `check` says so then.
-pub fn forward_policy_drops() -> Option<bool> {
-    let out = exec::run("iptables", &["-w", "2", "-S", "FORWARD"], None).ok()?;
-    out.success
-        .then(|| out.stdout.lines().any(|l| l.trim() == "-P FORWARD DROP"))
-}
-
-pub fn save() -> Result<String, NetfilterError> {
-    Ok(exec::run_ok("iptables-save", &[], None)?)
-}
-
-/// Makes the kernel's mangle and nat tables match the plan; returns the script it ran.
-pub fn apply(plan: &Plan) -> Result<String, NetfilterError> {
-    let current = save()?;
-    let mut script = String::new();
-    for table in plan.tables() {
-        script.push_str(&apply_script(
-            table,
-            &plan.jumps,
-            &parse_save(&current, &table.name),
-        ));
-    }
-    if !script.is_empty() {
-        restore(&script)?;
-        verify(plan, &save()?)?;
-    }
-    Ok(script)
-}
-
 /// The restore input that changes only the chains whose rules differ from `previous`, or
-/// None when the set of chains changed (then a full [`apply`] is needed). Empty when
-/// nothing changed.
-pub fn delta_script(previous: &Plan, plan: &Plan) -> Option<String> {
-    let mut script = String::new();
+/// None when the set of chains changed (then a full apply is needed). Empty when nothing
+/// changed.
+pub fn delta_script(previous: &Plan, plan: &Plan) -> Option<Script> {
+    let mut script = Script::default();
     for (old, new) in previous.tables().into_iter().zip(plan.tables()) {
         let names = |t: &TablePlan| t.chains.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
-        if names(old) != names(new) {
+        if names(old) != names(new) || old.family != new.family {
             return None;
         }
-        let changed: Vec<_> = new
+        let changed: Vec<&Chain> = new
             .chains
             .iter()
             .zip(&old.chains)
@@ -279,47 +408,17 @@ pub fn delta_script(previous: &Plan, plan: &Plan) -> Option<String> {
             .map(|(n, _)| n)
             .collect();
         if !changed.is_empty() {
-            script.push_str(&new.restore_text_of(&changed));
+            let mut change = TableChange::new(new.family, &new.name);
+            let mut text = chains_text(new, &changed, &mut change);
+            text.push_str("COMMIT\n");
+            script.add(text, change);
         }
     }
     Some(script)
 }
 
-/// Fast path for a health change: replaces only the chains that differ from the plan
-/// installed before, in one transaction, without reading the tables first (the jumps and
-/// the other chains are unchanged; the reconcile loop verifies them). Falls back to a full
-/// apply when the chains themselves changed. Returns the script it ran.
-pub fn apply_delta(previous: &Plan, plan: &Plan) -> Result<String, NetfilterError> {
-    match delta_script(previous, plan) {
-        Some(script) if script.is_empty() => Ok(script),
-        Some(script) => restore(&script).map(|()| script),
-        None => apply(plan),
-    }
-}
-
-/// Removes every chain and jump of ours from every table; returns what it ran.
-pub fn cleanup() -> Result<String, NetfilterError> {
-    let current = save()?;
-    let script: String = TABLES
-        .iter()
-        .filter_map(|t| cleanup_script(t, &parse_save(&current, t)))
-        .collect();
-    if !script.is_empty() {
-        restore(&script)?;
-    }
-    Ok(script)
-}
-
-fn restore(script: &str) -> Result<(), NetfilterError> {
-    let ran = exec::run("iptables-restore", &["-w", "5", "--noflush"], Some(script))?;
-    if ran.success {
-        return Ok(());
-    }
-    Err(restore_error(script, &ran.stderr))
-}
-
 /// Names the table and the script line iptables-restore complained about.
-fn restore_error(script: &str, stderr: &str) -> NetfilterError {
+pub fn restore_error(script: &str, stderr: &str) -> super::NetfilterError {
     let number = stderr
         .split("line ")
         .nth(1)
@@ -332,7 +431,7 @@ fn restore_error(script: &str, stderr: &str) -> NetfilterError {
         .and_then(|n| script.lines().take(n).filter(|l| l.starts_with('*')).last())
         .map_or("?", |l| &l[1..])
         .to_string();
-    NetfilterError::Restore {
+    super::NetfilterError::Restore {
         table,
         stderr: stderr.to_string(),
         line,
@@ -347,6 +446,7 @@ mod tests {
     fn table() -> TablePlan {
         TablePlan {
             name: "mangle".into(),
+            family: Family::Ipv4,
             chains: vec![Chain {
                 name: "MULTIWAN_PREROUTING".into(),
                 rules: vec![Rule::new(vec![], Target::Return, "")],
@@ -370,12 +470,14 @@ mod tests {
             "*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j MARK --set-mark 1\nCOMMIT\n",
             "mangle",
         );
-        let s = apply_script(&table(), &jumps(), &saved);
+        let (s, change) = apply_script(&table(), &jumps(), &saved).unwrap();
         assert_eq!(
             s,
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\n\
              -I PREROUTING 1 -m comment --comment multiwan -j MULTIWAN_PREROUTING\nCOMMIT\n"
         );
+        assert_eq!(change.chains, vec![("MULTIWAN_PREROUTING".to_string(), 1)]);
+        assert_eq!((change.jumps_added, change.jumps_removed), (1, 0));
     }
 
     #[test]
@@ -383,13 +485,15 @@ mod tests {
         let save = format!(
             "*mangle\n:PREROUTING ACCEPT [0:0]\n:MULTIWAN_PREROUTING - [0:0]\n:MULTIWAN_OLD - [0:0]\n{JUMP}\n{JUMP}\nCOMMIT\n"
         );
-        let s = apply_script(&table(), &jumps(), &parse_save(&save, "mangle"));
+        let (s, change) = apply_script(&table(), &jumps(), &parse_save(&save, "mangle")).unwrap();
         assert_eq!(
             s,
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\n\
              -D PREROUTING -m comment --comment multiwan -j MULTIWAN_PREROUTING\n\
              -F MULTIWAN_OLD\n-X MULTIWAN_OLD\nCOMMIT\n"
         );
+        assert_eq!(change.removed, vec!["MULTIWAN_OLD".to_string()]);
+        assert_eq!(change.jumps_removed, 1);
     }
 
     #[test]
@@ -397,15 +501,14 @@ mod tests {
         let save = format!(
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n{JUMP}\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n"
         );
-        assert_eq!(
-            apply_script(&table(), &jumps(), &parse_save(&save, "mangle")),
-            ""
-        );
+        assert!(apply_script(&table(), &jumps(), &parse_save(&save, "mangle")).is_none());
         let other = format!(
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n{JUMP}\n-A MULTIWAN_PREROUTING -j ACCEPT\nCOMMIT\n"
         );
         assert_eq!(
-            apply_script(&table(), &jumps(), &parse_save(&other, "mangle")),
+            apply_script(&table(), &jumps(), &parse_save(&other, "mangle"))
+                .unwrap()
+                .0,
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n"
         );
     }
@@ -416,13 +519,13 @@ mod tests {
             "*mangle\n:PREROUTING ACCEPT [0:0]\n:MULTIWAN_PREROUTING - [0:0]\n:USER - [0:0]\n\
              -A PREROUTING -j USER\n{JUMP}\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n"
         );
-        let s = cleanup_script("mangle", &parse_save(&save, "mangle")).unwrap();
+        let (s, _) = cleanup_script(Family::Ipv4, "mangle", &parse_save(&save, "mangle")).unwrap();
         assert_eq!(
             s,
             "*mangle\n-D PREROUTING -m comment --comment multiwan -j MULTIWAN_PREROUTING\n\
              -F MULTIWAN_PREROUTING\n-X MULTIWAN_PREROUTING\nCOMMIT\n"
         );
-        assert!(cleanup_script("nat", &parse_save(&save, "nat")).is_none());
+        assert!(cleanup_script(Family::Ipv4, "nat", &parse_save(&save, "nat")).is_none());
     }
 
     #[test]
@@ -436,15 +539,16 @@ mod tests {
         let mut observed = crate::plan::Observed::default();
         observed
             .health
-            .insert("a".into(), crate::plan::Health::Down);
+            .insert("a".into(), crate::health::Health::Down);
         let down = Plan::build(&config, &observed);
         let script = delta_script(&up, &down).unwrap();
+        assert_eq!(script.changes().chains(), vec!["mangle/MULTIWAN_BALANCE"]);
         assert_eq!(
-            script,
+            script.text(Family::Ipv4),
             "*mangle\n:MULTIWAN_BALANCE - [0:0]\n-A MULTIWAN_BALANCE -m mark --mark 0x0/0xff00 \
              -m comment --comment \"multiwan balance b\" -j MARK --set-xmark 0x200/0xff00\nCOMMIT\n"
         );
-        assert_eq!(delta_script(&up, &up).unwrap(), "");
+        assert!(delta_script(&up, &up).unwrap().changes().is_empty());
     }
 
     #[test]
@@ -468,13 +572,25 @@ mod tests {
         let flushed = format!("*mangle\n:MULTIWAN_PREROUTING - [0:0]\n{JUMP}\nCOMMIT\n");
         assert!(matches!(
             verify_tables(&[&t], &jumps(), &flushed),
-            Err(NetfilterError::Verify { found: 0, .. })
+            Err(super::super::NetfilterError::Verify { found: 0, .. })
         ));
         let no_jump =
             "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n";
         assert!(matches!(
             verify_tables(&[&t], &jumps(), no_jump),
-            Err(NetfilterError::VerifyJump { found: 0, .. })
+            Err(super::super::NetfilterError::VerifyJump { found: 0, .. })
         ));
+    }
+
+    #[test]
+    fn counters_are_read_per_chain_in_rule_order() {
+        let save = "*mangle\n:MULTIWAN_BALANCE - [0:0]\n[7:700] -A PREROUTING -j MULTIWAN_BALANCE\n\
+                    [12:1200] -A MULTIWAN_BALANCE -m statistic -j MARK --set-xmark 0x100/0xff00\n\
+                    [3:300] -A MULTIWAN_BALANCE -j MARK --set-xmark 0x200/0xff00\nCOMMIT\n";
+        let c = counters(save, &["mangle"]);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c["MULTIWAN_BALANCE"], vec![12, 3]);
+        let saved = parse_save(save, "mangle");
+        assert_eq!(saved.rules[0], "-A PREROUTING -j MULTIWAN_BALANCE");
     }
 }

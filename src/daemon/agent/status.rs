@@ -4,8 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Agent;
-use crate::control::{LastTransition, PolicyStatus, Status, UplinkStatus};
-use crate::plan::Decision;
+use crate::control::proto::{LastTransition, PolicyStatus, Status, UplinkStatus};
 
 pub(super) fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -23,7 +22,7 @@ impl Agent {
             let health = self
                 .monitors
                 .get(&u.name)
-                .map_or(crate::plan::Health::Down, |m| m.state());
+                .map_or(crate::health::Health::Down, |m| m.state());
             UplinkStatus {
                 name: u.name.clone(),
                 interface: u.interface.clone(),
@@ -42,7 +41,7 @@ impl Agent {
                 last_transition: self.last.get(&u.name).map(|(t, at)| LastTransition {
                     from: t.from.to_string(),
                     to: t.to.to_string(),
-                    reason: t.reason.clone(),
+                    reason: t.cause.to_string(),
                     at_unix: unix(*at),
                 }),
                 address: u.address.to_string(),
@@ -55,25 +54,20 @@ impl Agent {
         });
         let policies = self.plan.policies.iter().map(|p| PolicyStatus {
             name: p.name.clone(),
-            target: match &p.decision {
-                Decision::Pinned { uplink } => uplink.clone(),
-                Decision::FallbackBalance { uplink } => format!("balanced ({uplink} is down)"),
-                Decision::FallbackDrop { uplink } => format!("dropped ({uplink} is down)"),
-                Decision::Main => "main table".into(),
-            },
+            target: p.decision.to_string(),
         });
         let forwards = self
             .config
             .port_forwards
             .iter()
             .zip(&self.plan.forwards)
-            .map(|(f, p)| crate::control::ForwardStatus {
+            .map(|(f, p)| crate::control::proto::ForwardStatus {
                 name: f.name.clone(),
                 backends: f
                     .backends
                     .iter()
                     .enumerate()
-                    .map(|(i, b)| crate::control::BackendStatus {
+                    .map(|(i, b)| crate::control::proto::BackendStatus {
                         target: b.target(),
                         up: !self.backends_down.contains(&(f.name.clone(), i)),
                         in_rotation: p.live.contains(&i),

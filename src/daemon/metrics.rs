@@ -2,7 +2,7 @@
 //! Prometheus project's own client crate, updated by the agent, encoded on each scrape.
 //! The HTTP side is a minimal GET /metrics responder on the daemon's runtime.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,8 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::health::{Stats, Transition};
-use crate::plan::{Health, UplinkPlan};
+use crate::health::{Health, Stats, Transition};
+use crate::plan::UplinkPlan;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UplinkLabel {
@@ -69,8 +69,6 @@ pub struct Metrics {
     ha_role: Family<RoleLabel, Gauge>,
     /// Last seen totals, to turn the monitors' and rules' running totals into increments.
     seen: Mutex<HashMap<(String, &'static str), u64>>,
-    /// Mark value to uplink name, for the rule counters.
-    pub marks: Mutex<HashMap<u32, String>>,
 }
 
 impl Default for Metrics {
@@ -99,7 +97,6 @@ impl Metrics {
             backend_up: Family::default(),
             ha_role: Family::default(),
             seen: Mutex::new(HashMap::new()),
-            marks: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         r.register(
@@ -222,17 +219,10 @@ impl Metrics {
     }
 
     pub fn transition(&self, t: &Transition) {
-        let cause = if t.caused_by_link() {
-            "link"
-        } else if t.reason.contains("rounds in a row") {
-            "probes"
-        } else {
-            "quality"
-        };
         let labels = TransitionLabels {
             uplink: t.uplink.clone(),
             to: t.to.to_string(),
-            cause: cause.into(),
+            cause: t.cause.kind().into(),
         };
         self.transitions.get_or_create(&labels).inc();
     }
@@ -268,42 +258,20 @@ impl Metrics {
             .inc();
     }
 
-    /// Reads the packet counters of the rules that mark new connections.
-    fn read_marked(&self) {
-        let Ok(save) = crate::exec::run_ok("iptables-save", &["-c", "-t", "mangle"], None) else {
-            return;
-        };
-        let mut totals: HashMap<String, u64> = HashMap::new();
-        let marks = self.marks.lock().expect("metrics lock").clone();
-        for line in save
-            .lines()
-            .filter(|l| l.contains("-A MULTIWAN_BALANCE ") || l.contains("-A MULTIWAN_POLICY "))
-        {
-            let packets = line
-                .strip_prefix('[')
-                .and_then(|l| l.split(':').next())
-                .and_then(|n| n.parse::<u64>().ok());
-            let mark = line
-                .split("--set-xmark ")
-                .nth(1)
-                .and_then(|m| m.split('/').next())
-                .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok());
-            if let (Some(p), Some(uplink)) = (packets, mark.and_then(|m| marks.get(&m))) {
-                *totals.entry(uplink.clone()).or_insert(0) += p;
-            }
-        }
+    /// New connections marked per uplink, as totals of the marking rules' counters (read
+    /// by the kernel actor's reconcile, never by a scrape).
+    pub fn set_marked(&self, totals: &BTreeMap<String, u64>) {
         for (uplink, total) in totals {
             self.advance(
-                &self.marked.get_or_create(&Self::label(&uplink)),
-                (uplink, "marked"),
-                total,
+                &self.marked.get_or_create(&Self::label(uplink)),
+                (uplink.clone(), "marked"),
+                *total,
             );
         }
     }
 
     /// The exposition text (OpenMetrics, which Prometheus reads).
     pub fn encode(&self) -> String {
-        self.read_marked();
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -345,9 +313,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                 .as_slice()
             {
                 ["GET", path] if path.split('?').next() == Some("/metrics") => {
-                    let body = tokio::task::spawn_blocking(move || metrics.encode())
-                        .await
-                        .unwrap_or_default();
+                    let body = metrics.encode();
                     http(
                         200,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -386,7 +352,12 @@ mod tests {
             uplink: "isp1".into(),
             from: Health::Up,
             to: Health::Down,
-            reason: "3 failed rounds in a row".into(),
+            cause: crate::health::Cause::ProbesFailed {
+                rounds: 3,
+                answered: 0,
+                targets: 2,
+                quorum: 1,
+            },
             loss: 1.0,
             rtt: None,
         };

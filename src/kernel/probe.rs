@@ -1,7 +1,8 @@
-//! Sends ICMP echo probes out of one uplink with surge-ping. The socket is bound to the
-//! uplink's interface **and** source address, and carries the uplink's mark (SO_MARK): the
-//! fwmark rule sends it through the uplink table, so a probe can only be answered if that
-//! ISP really carries it (binding alone does not steer a probe: see docs/architecture.md).
+//! Probe sockets: ICMP echo probes out of one uplink with surge-ping, and TCP checks of
+//! port-forward backends. An uplink's socket is bound to its interface **and** source
+//! address, and carries its mark (SO_MARK): the fwmark rule sends it through the uplink's
+//! table, so a probe can only be answered if that ISP really carries it (binding alone
+//! does not steer a probe: see docs/architecture.md).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -97,19 +98,13 @@ impl Prober {
     }
 
     /// Sends one probe in its own task; the outcome arrives on `events`.
-    pub fn send(
-        &self,
-        uplink: &str,
-        req: ProbeRequest,
-        timeout: Duration,
-        events: UnboundedSender<ProbeEvent>,
-    ) {
+    pub fn send(&self, uplink: &str, req: ProbeRequest, events: UnboundedSender<ProbeEvent>) {
         let client = self.client.clone();
         let ident = PingIdentifier(self.ident);
         let uplink = uplink.to_string();
         tokio::spawn(async move {
             let mut pinger = client.pinger(IpAddr::V4(req.target), ident).await;
-            pinger.timeout(timeout);
+            pinger.timeout(req.timeout);
             debug!(target: LOG_TARGET, %uplink, seq = req.seq, target = %req.target, "probe sent");
             let event = match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
                 Ok((IcmpPacket::V4(p), rtt)) if p.get_icmp_type().0 == ECHO_REPLY => {

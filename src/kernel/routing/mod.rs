@@ -20,20 +20,19 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::config::Config;
-use crate::plan::Plan;
+use crate::plan::{Family, MAIN_TABLE, Plan};
 use model::RuleAct;
 pub use model::{KernelView, PROTO, RouteKey, RuleKey};
 
-const MAIN_TABLE: u32 = 254;
 const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
-    #[error("cannot open a netlink socket: {0}")]
+    #[error("cannot open a netlink socket")]
     Connect(#[source] std::io::Error),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Netlink {
         what: String,
         #[source]
@@ -95,7 +94,7 @@ impl Routing {
             for attr in &link.attributes {
                 if let LinkAttribute::IfName(name) = attr {
                     view.links.insert(name.clone(), link.header.index);
-                    if crate::events::link_usable(link.header.flags) {
+                    if crate::kernel::events::link_usable(link.header.flags) {
                         view.usable.insert(name.clone());
                     }
                 }
@@ -115,7 +114,7 @@ impl Routing {
                 }
             }
         }
-        for route in self.routes().await? {
+        for route in self.routes(Family::Ipv4).await? {
             let (table, dst_len) = (table_of(&route), route.header.destination_prefix_length);
             if table != MAIN_TABLE || route.header.kind != RouteType::Unicast {
                 continue;
@@ -135,17 +134,23 @@ impl Routing {
         Ok(view)
     }
 
-    async fn routes(&self) -> Result<Vec<RouteMessage>, RoutingError> {
-        // A dump ignores the table asked for; callers filter by table.
-        let req = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build());
+    /// Every route of a family, in every table: a dump ignores the table asked for, so
+    /// callers filter by table.
+    async fn routes(&self, family: Family) -> Result<Vec<RouteMessage>, RoutingError> {
+        let message = match family {
+            Family::Ipv4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            Family::Ipv6 => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        };
+        let req = self.handle.route().get(message);
         req.execute().try_collect().await.map_err(nl("dump routes"))
     }
 
-    async fn rules(&self) -> Result<Vec<RuleMessage>, RoutingError> {
-        let req = self.handle.rule().get(IpVersion::V4);
+    async fn rules(&self, family: Family) -> Result<Vec<RuleMessage>, RoutingError> {
+        let version = match family {
+            Family::Ipv4 => IpVersion::V4,
+            Family::Ipv6 => IpVersion::V6,
+        };
+        let req = self.handle.rule().get(version);
         req.execute().try_collect().await.map_err(nl("dump rules"))
     }
 
@@ -163,7 +168,7 @@ impl Routing {
             .map(|(name, index)| (*index, name))
             .collect();
         let mut out = std::collections::HashMap::new();
-        for route in self.routes().await? {
+        for route in self.routes(Family::Ipv4).await? {
             let table = table_of(&route);
             if !model::owns_table(config, table) || route.header.destination_prefix_length != 0 {
                 continue;
@@ -184,7 +189,7 @@ impl Routing {
     ) -> Result<RoutingChanges, RoutingError> {
         let mut changes = RoutingChanges::default();
         let have: Vec<(RuleKey, RuleMessage)> = self
-            .rules()
+            .rules(Family::Ipv4)
             .await?
             .into_iter()
             .filter(|m| is_our_rule(config, m))
@@ -216,7 +221,7 @@ impl Routing {
         changes: &mut RoutingChanges,
     ) -> Result<(), RoutingError> {
         let have: Vec<(RouteKey, RouteMessage)> = self
-            .routes()
+            .routes(Family::Ipv4)
             .await?
             .into_iter()
             .filter(|m| model::owns_table(config, table_of(m)))
@@ -244,7 +249,7 @@ impl Routing {
     pub async fn cleanup(&self, config: &Config) -> (RoutingChanges, Vec<RoutingError>) {
         let mut changes = RoutingChanges::default();
         let mut errors = Vec::new();
-        match self.rules().await {
+        match self.rules(Family::Ipv4).await {
             Ok(rules) => {
                 for m in rules.into_iter().filter(|m| is_our_rule(config, m)) {
                     let Some(key) = rule_key(&m) else { continue };
@@ -256,7 +261,7 @@ impl Routing {
             }
             Err(e) => errors.push(e),
         }
-        match self.routes().await {
+        match self.routes(Family::Ipv4).await {
             Ok(routes) => {
                 for m in routes
                     .into_iter()

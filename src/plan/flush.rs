@@ -2,17 +2,70 @@
 //! without a kernel. Entries go only **after** the new rules are in place, so a connection
 //! that re-dials is already balanced over the live uplinks.
 
-use crate::config::Config;
-use crate::health::Transition;
-use crate::plan::{Balance, Health, Plan};
+use std::fmt;
 
+use crate::config::Config;
+use crate::health::{Health, Transition};
+use crate::plan::{Balance, Plan};
+
+/// Delete the conntrack entries whose mark, under `mask`, is `mark`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flush {
     pub mark: u32,
     pub mask: u32,
     /// Whose entries these are, for the log.
     pub what: String,
-    pub reason: String,
+    pub reason: FlushReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushReason {
+    /// The uplink went down and has `flush_on_down`.
+    Down { uplink: String },
+    /// A metered backup stopped carrying traffic (`flush_on_recovery`).
+    BetterUplinkBack { uplink: String },
+    /// Connections refused while every uplink was down would stay refused.
+    UplinkBack,
+    /// This node became the HA master while the uplink was down.
+    HaTakeover { uplink: String },
+}
+
+impl fmt::Display for FlushReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlushReason::Down { uplink } => write!(f, "{uplink} went down (flush_on_down)"),
+            FlushReason::BetterUplinkBack { uplink } => write!(
+                f,
+                "a better uplink is back; {uplink} no longer carries traffic (flush_on_recovery)"
+            ),
+            FlushReason::UplinkBack => f.write_str("an uplink is back after all were down"),
+            FlushReason::HaTakeover { uplink } => write!(
+                f,
+                "this node took over as HA master while {uplink} was down"
+            ),
+        }
+    }
+}
+
+/// The HA takeover's deletions: every down uplink with `flush_on_down`, since the old
+/// master may not have moved their connections off.
+pub fn takeover_flushes(
+    config: &Config,
+    health: &std::collections::BTreeMap<String, Health>,
+) -> Vec<Flush> {
+    config
+        .uplinks
+        .iter()
+        .filter(|u| u.flush_on_down && health.get(&u.name) == Some(&Health::Down))
+        .map(|u| Flush {
+            mark: config.marks.uplink(u.id),
+            mask: config.marks.mask,
+            what: u.name.clone(),
+            reason: FlushReason::HaTakeover {
+                uplink: u.name.clone(),
+            },
+        })
+        .collect()
 }
 
 pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transition]) -> Vec<Flush> {
@@ -26,7 +79,9 @@ pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transitio
             mark: config.marks.uplink(u.id),
             mask,
             what: u.name.clone(),
-            reason: format!("{} went down (flush_on_down)", u.name),
+            reason: FlushReason::Down {
+                uplink: u.name.clone(),
+            },
         });
     }
     // A metered backup that stopped carrying traffic because a better uplink is back.
@@ -39,10 +94,9 @@ pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transitio
                 mark: before.mark,
                 mask,
                 what: u.name.clone(),
-                reason: format!(
-                    "a better uplink is back; {} no longer carries traffic (flush_on_recovery)",
-                    u.name
-                ),
+                reason: FlushReason::BetterUplinkBack {
+                    uplink: u.name.clone(),
+                },
             });
         }
     }
@@ -52,7 +106,7 @@ pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transitio
             mark: config.marks.unreachable(),
             mask,
             what: "unreachable".into(),
-            reason: "an uplink is back after all were down".into(),
+            reason: FlushReason::UplinkBack,
         });
     }
     out
@@ -91,7 +145,7 @@ uplinks:
             uplink: name.into(),
             from: Health::Up,
             to: Health::Down,
-            reason: "test".into(),
+            cause: crate::health::Cause::LinkDown,
             loss: 1.0,
             rtt: None,
         }

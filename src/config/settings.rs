@@ -1,0 +1,189 @@
+//! Checks the router-wide settings: LAN interfaces, the mark mask, table and rule
+//! priority bases, the control socket, metrics, hooks.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_norway::Value;
+
+use super::model::*;
+use super::names::check_interface;
+use super::path::FieldPath;
+use super::raw::RawControl;
+use super::validate::Checker;
+use super::values::{HexU32, OneOrMany, Span};
+
+impl Checker<'_> {
+    pub(super) fn lan_interfaces(&mut self, top: &BTreeMap<String, Value>) -> Vec<String> {
+        let path = FieldPath::root().key("lan_interfaces");
+        let Some(list) = self.optional::<OneOrMany<String>>(top, "lan_interfaces") else {
+            if !top.contains_key("lan_interfaces") {
+                self.error(
+                    &path,
+                    "missing: list the interfaces where LAN traffic enters, like [lan0]",
+                );
+            }
+            return Vec::new();
+        };
+        if list.0.is_empty() {
+            self.error(&path, "must name at least one LAN interface");
+        }
+        let mut seen = HashSet::new();
+        for (i, name) in list.0.iter().enumerate() {
+            if let Err(e) = check_interface(name) {
+                self.error(&path.index(i), e);
+            } else if !seen.insert(name.clone()) {
+                self.error(&path.index(i), format!("`{name}` is listed twice"));
+            }
+        }
+        list.0
+    }
+
+    pub(super) fn mark_layout(&mut self, top: &BTreeMap<String, Value>) -> MarkLayout {
+        let path = FieldPath::root().key("mark_mask");
+        let mask = self
+            .optional::<HexU32>(top, "mark_mask")
+            .map_or(0xff00, |m| m.0);
+        let layout = MarkLayout::new(mask);
+        if mask == 0 {
+            self.error(
+                &path,
+                "must not be 0: multiwan needs some fwmark bits of its own",
+            );
+            return MarkLayout::new(0xff00);
+        }
+        let contiguous = (mask >> layout.shift).wrapping_add(1) & (mask >> layout.shift) == 0;
+        if !contiguous {
+            self.error(
+                &path,
+                format!("{mask:#x} must be one run of bits, like 0xff00"),
+            );
+            return MarkLayout::new(0xff00);
+        }
+        if layout.max_id() == 0 {
+            self.error(
+                &path,
+                format!("{mask:#x} is too narrow: it needs at least 2 bits"),
+            );
+        }
+        layout
+    }
+
+    pub(super) fn table_base(&mut self, top: &BTreeMap<String, Value>, uplinks: &[Uplink]) -> u32 {
+        let base = self.optional::<u32>(top, "table_base").unwrap_or(100);
+        let path = FieldPath::root().key("table_base");
+        let max_id = uplinks.iter().map(|u| u.id).max().unwrap_or(1);
+        let Some(last) = base.checked_add(max_id) else {
+            self.error(
+                &path,
+                format!("{base} is too large: tables must stay below 2^32"),
+            );
+            return base;
+        };
+        let first = base.saturating_add(1);
+        let clash: Vec<String> = uplinks
+            .iter()
+            .filter(|u| (253..=255).contains(&base.wrapping_add(u.id)))
+            .map(|u| format!("{} -> {}", u.name, base + u.id))
+            .collect();
+        if base == 0 {
+            self.error(&path, "must be at least 1");
+        } else if !clash.is_empty() {
+            self.error(
+                &path,
+                format!(
+                    "{base}: uplink tables {first}..={last} hit the kernel's reserved tables 253 (default), 254 (main), 255 (local): {}",
+                    clash.join(", ")
+                ),
+            );
+        }
+        base
+    }
+
+    pub(super) fn priority_base(&mut self, top: &BTreeMap<String, Value>) -> u32 {
+        let base = self
+            .optional::<u32>(top, "rule_priority_base")
+            .unwrap_or(10000);
+        if base == 0 || base.saturating_add(999) >= 32766 {
+            self.error(
+                &FieldPath::root().key("rule_priority_base"),
+                format!("{base}: multiwan's rules use {base}..{} which must lie between 1 and 32765, clear of the kernel's `main` (32766) and `default` (32767) rules", base.saturating_add(1000)),
+            );
+        }
+        base
+    }
+
+    pub(super) fn control(&mut self, top: &BTreeMap<String, Value>) -> Control {
+        let raw: RawControl = self.optional(top, "control").unwrap_or_default();
+        let p = FieldPath::root().key("control");
+        let socket = raw
+            .socket
+            .unwrap_or_else(|| PathBuf::from(super::DEFAULT_SOCKET));
+        if !socket.is_absolute() {
+            self.error(
+                &p.key("socket"),
+                format!("`{}` must be an absolute path", socket.display()),
+            );
+        }
+        if let Some(group) = &raw.group {
+            let ok = !group.is_empty()
+                && group.len() <= 32
+                && group
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+            if !ok {
+                self.error(&p.key("group"), format!("`{group}` is not a group name"));
+            }
+        }
+        Control {
+            socket,
+            group: raw.group,
+        }
+    }
+
+    pub(super) fn metrics(&mut self, top: &BTreeMap<String, Value>) -> Option<SocketAddr> {
+        let text: String = match top.get("metrics") {
+            None | Some(Value::Null) => return None,
+            Some(_) => self.optional(top, "metrics")?,
+        };
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    &FieldPath::root().key("metrics"),
+                    format!("`{text}` is not an address:port like 127.0.0.1:9273"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn hooks(&mut self, top: &BTreeMap<String, Value>) -> Vec<PathBuf> {
+        let hooks: OneOrMany<PathBuf> = self.optional(top, "hooks").unwrap_or_default();
+        let p = FieldPath::root().key("hooks");
+        for (i, h) in hooks.0.iter().enumerate() {
+            if !h.is_absolute() {
+                self.error(
+                    &p.index(i),
+                    format!("`{}` must be an absolute path", h.display()),
+                );
+            }
+        }
+        hooks.0
+    }
+
+    pub(super) fn hook_timeout(&mut self, top: &BTreeMap<String, Value>) -> Duration {
+        let t = self
+            .optional::<Span>(top, "hook_timeout")
+            .map_or(Duration::from_secs(10), |s| s.0);
+        if t.is_zero() || t > Duration::from_secs(600) {
+            self.error(
+                &FieldPath::root().key("hook_timeout"),
+                "out of range: more than 0 and at most 10m",
+            );
+        }
+        t
+    }
+}

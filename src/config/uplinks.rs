@@ -1,0 +1,247 @@
+//! Checks `uplinks`: names, interfaces, gateways, weights, tiers, ids, and each uplink's
+//! probe settings; ids, names and interfaces must be unique.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde_norway::Value;
+
+use super::model::*;
+use super::names::{check_interface, check_name};
+use super::path::FieldPath;
+use super::raw::*;
+use super::validate::Checker;
+use super::values::Span;
+
+impl Checker<'_> {
+    /// Returns the valid uplinks and the names of every uplink written in the file, valid or
+    /// not (so a policy naming a broken uplink is not reported a second time).
+    pub(super) fn uplinks(
+        &mut self,
+        top: &BTreeMap<String, Value>,
+        marks: &MarkLayout,
+    ) -> (Vec<Uplink>, HashSet<String>) {
+        let path = FieldPath::root().key("uplinks");
+        let items = self.list::<RawUplink>(top, "uplinks");
+        if items.is_empty() {
+            let msg = if top.contains_key("uplinks") {
+                "the list is empty: multiwan needs at least one uplink"
+            } else {
+                "missing: list the uplinks (name, interface, gateway)"
+            };
+            self.error(&path, msg);
+        }
+        let mut declared = HashSet::new();
+        let mut out: Vec<(FieldPath, Uplink)> = Vec::new();
+        for (i, (p, raw, name)) in items.into_iter().enumerate() {
+            if let Some(raw) = raw {
+                let u = self.uplink(raw, i, &p, marks);
+                out.push((p, u));
+            }
+            declared.extend(name);
+        }
+        self.uplink_uniqueness(&out);
+        (out.into_iter().map(|(_, u)| u).collect(), declared)
+    }
+
+    /// Checks one uplink. The model is returned even when a field is wrong (the config is
+    /// refused anyway), so that checks across uplinks still see it.
+    pub(super) fn uplink(
+        &mut self,
+        raw: RawUplink,
+        index: usize,
+        p: &FieldPath,
+        marks: &MarkLayout,
+    ) -> Uplink {
+        if let Err(e) = check_name(&raw.name, 15) {
+            self.error(&p.key("name"), e);
+        }
+        if let Err(e) = check_interface(&raw.interface) {
+            self.error(&p.key("interface"), e);
+        }
+        let gateway = match raw.gateway.as_deref() {
+            None | Some("auto") => Gateway::Auto,
+            Some(text) => match text.parse::<Ipv4Addr>() {
+                Ok(ip) if is_unicast(ip) => Gateway::Static(ip),
+                _ => {
+                    self.error(
+                        &p.key("gateway"),
+                        format!("`{text}` is not an IPv4 unicast address or `auto`"),
+                    );
+                    Gateway::Auto
+                }
+            },
+        };
+        let weight = raw.weight.unwrap_or(1);
+        if !(1..=1000).contains(&weight) {
+            self.error(
+                &p.key("weight"),
+                format!("{weight} is out of range 1..=1000"),
+            );
+        }
+        let tier = raw.tier.unwrap_or(1);
+        if !(1..=16).contains(&tier) {
+            self.error(&p.key("tier"), format!("{tier} is out of range 1..=16"));
+        }
+        let id = raw.id.unwrap_or(index as u32 + 1);
+        let max_id = MAX_UPLINK_ID.min(marks.max_id());
+        if id == 0 || id > max_id {
+            let at = if raw.id.is_some() {
+                p.key("id")
+            } else {
+                p.clone()
+            };
+            self.error(
+                &at,
+                format!(
+                    "id {id} does not fit: ids go from 1 to {max_id} (mark {:#x} must fit mark_mask {:#x}, and multiwan has 99 rule slots)",
+                    marks.uplink(id),
+                    marks.mask
+                ),
+            );
+        }
+        let probe = self.probe(raw.probe.unwrap_or_default(), &p.key("probe"));
+        Uplink {
+            name: raw.name,
+            interface: raw.interface,
+            gateway,
+            weight,
+            tier: tier as u8,
+            id,
+            id_explicit: raw.id.is_some(),
+            probe,
+            flush_on_down: raw.flush_on_down.unwrap_or(true),
+            flush_on_recovery: raw.flush_on_recovery.unwrap_or(false),
+        }
+    }
+
+    pub(super) fn uplink_uniqueness(&mut self, uplinks: &[(FieldPath, Uplink)]) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut interfaces: HashMap<&str, usize> = HashMap::new();
+        let mut ids: HashMap<u32, usize> = HashMap::new();
+        for (i, (p, u)) in uplinks.iter().enumerate() {
+            if let Some(first) = names.insert(&u.name, i) {
+                self.error(
+                    &p.key("name"),
+                    format!(
+                        "uplink name `{}` is already used by {}",
+                        u.name, uplinks[first].0
+                    ),
+                );
+            }
+            if let Some(first) = interfaces.insert(&u.interface, i) {
+                let other = &uplinks[first].1.name;
+                self.error(
+                    &p.key("interface"),
+                    format!(
+                        "interface `{}` is already used by uplink {other}",
+                        u.interface
+                    ),
+                );
+            }
+            if let Some(first) = ids.insert(u.id, i) {
+                let other = &uplinks[first].1.name;
+                self.error(
+                    &p.key("id"),
+                    format!("id {} is already used by uplink {other} (ids default to the list position)", u.id),
+                );
+            }
+        }
+    }
+
+    pub(super) fn probe(&mut self, raw: RawProbe, p: &FieldPath) -> Probe {
+        let targets = raw.targets.map(|t| t.0).unwrap_or_default();
+        for (i, t) in targets.iter().enumerate() {
+            if !is_unicast(*t) {
+                self.error(
+                    &p.key("targets").index(i),
+                    format!("{t} is not a unicast address"),
+                );
+            }
+        }
+        let (interval, timeout) =
+            self.timing(raw.interval, raw.timeout, Duration::from_millis(500), p);
+        let quorum = raw.quorum.unwrap_or(1);
+        let available = targets.len().max(1) as u32;
+        if quorum == 0 || quorum > available {
+            self.error(
+                &p.key("quorum"),
+                format!("{quorum} is out of range: at least 1 and at most the number of targets ({available})"),
+            );
+        }
+        let down_after = self.count(raw.down_after, 3, &p.key("down_after"));
+        let up_after = self.count(raw.up_after, 5, &p.key("up_after"));
+        let degraded = raw.degraded.map(|d| self.degraded(d, &p.key("degraded")));
+        Probe {
+            targets,
+            interval,
+            timeout,
+            quorum,
+            down_after,
+            up_after,
+            degraded,
+        }
+    }
+
+    /// A check's `interval` (at least 100 ms) and `timeout` (more than 0, at most 60 s).
+    pub(super) fn timing(
+        &mut self,
+        interval: Option<Span>,
+        timeout: Option<Span>,
+        default_interval: Duration,
+        p: &FieldPath,
+    ) -> (Duration, Duration) {
+        let interval = interval.map_or(default_interval, |s| s.0);
+        if interval < Duration::from_millis(100) {
+            self.error(
+                &p.key("interval"),
+                format!("{} is too short: the minimum is 100ms", Span(interval)),
+            );
+        }
+        let timeout = timeout.map_or(Duration::from_secs(1), |s| s.0);
+        if timeout.is_zero() || timeout > Duration::from_secs(60) {
+            self.error(
+                &p.key("timeout"),
+                format!(
+                    "{} is out of range: more than 0 and at most 60s",
+                    Span(timeout)
+                ),
+            );
+        }
+        (interval, timeout)
+    }
+
+    pub(super) fn count(&mut self, value: Option<u32>, default: u32, p: &FieldPath) -> u32 {
+        let v = value.unwrap_or(default);
+        if !(1..=100).contains(&v) {
+            self.error(p, format!("{v} is out of range 1..=100"));
+        }
+        v
+    }
+
+    pub(super) fn degraded(&mut self, raw: RawDegraded, p: &FieldPath) -> Degraded {
+        if raw.loss.is_none() && raw.latency.is_none() {
+            self.error(
+                p,
+                "give `loss`, `latency` or both: the thresholds above which the uplink is degraded",
+            );
+        }
+        let weight_factor = raw.weight_factor.unwrap_or(0.25);
+        if !(weight_factor > 0.0 && weight_factor <= 1.0) {
+            self.error(
+                &p.key("weight_factor"),
+                format!("{weight_factor} is out of range: more than 0 and at most 1"),
+            );
+        }
+        Degraded {
+            loss: raw.loss.map(|l| l.0),
+            latency: raw.latency.map(|l| l.0),
+            weight_factor,
+        }
+    }
+}
+
+pub(super) fn is_unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
+}

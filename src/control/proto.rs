@@ -1,0 +1,122 @@
+//! What travels over the control socket: the request words and the status document
+//! (`multiwan status --json`), whose field names are stable (docs/operations.md).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::MarkLayout;
+use crate::ha::Role;
+use crate::ha::conntrackd::SyncCounters;
+
+pub const STATUS: &str = "status";
+
+/// What `multiwan status --json` prints. Field names are stable; see docs/operations.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub config: String,
+    pub started_unix: f64,
+    /// True when no uplink is up and `when_all_down` decides.
+    pub all_down: bool,
+    pub uplinks: Vec<UplinkStatus>,
+    pub policies: Vec<PolicyStatus>,
+    pub forwards: Vec<ForwardStatus>,
+    /// Present on a node of an HA pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaStatus {
+    pub node: String,
+    pub peer: String,
+    pub role: Role,
+    pub since_unix: f64,
+    /// Whether this node holds the shared addresses right now.
+    pub holds_addresses: bool,
+    /// conntrackd's counters; None when it could not be asked.
+    pub sync: Option<SyncCounters>,
+    pub sync_error: Option<String>,
+    /// Where conntrackd's config is (the agent fills it; not part of the JSON).
+    #[serde(skip)]
+    pub conntrackd_config: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardStatus {
+    pub name: String,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `address` or `address:port`
+    pub target: String,
+    /// The last checks succeeded (true when not checked).
+    pub up: bool,
+    /// Receives new connections (every backend does when all are down).
+    pub in_rotation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub name: String,
+    pub interface: String,
+    /// up | degraded | down
+    pub state: String,
+    pub since_unix: f64,
+    pub link_up: bool,
+    pub weight: u32,
+    pub effective_weight: f64,
+    /// Share of new balanced connections, 0-100.
+    pub share_percent: f64,
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss_percent: f64,
+    pub probes_sent: u64,
+    pub probes_lost: u64,
+    pub probes_late: u64,
+    pub last_transition: Option<LastTransition>,
+    pub address: String,
+    pub gateway: String,
+    pub mark: u32,
+    pub table: u32,
+    /// Connections in conntrack carrying this uplink's mark.
+    pub connections: Option<u64>,
+    /// Their bytes, both directions (needs `net.netfilter.nf_conntrack_acct=1`).
+    pub bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastTransition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub at_unix: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    /// What matching connections get now, e.g. `pinned to isp1`, `isp1 is down: balanced
+    /// instead` (the one text form of a decision, as `plan` and `explain` print it).
+    pub target: String,
+}
+
+/// A request to the agent, answered on the oneshot.
+pub type StatusRequest = oneshot::Sender<(Status, MarkLayout)>;
+
+/// `ha-role ROLE [PROBLEM]`: keepalived's notify script telling the agent its VRRP role
+/// and what went wrong on the way, if anything (root only).
+pub const HA_ROLE: &str = "ha-role";
+
+/// What a control-socket client asks the agent.
+#[derive(Debug)]
+pub enum Request {
+    Status(StatusRequest),
+    /// The role, and the conntrackd steps that failed (keepalived discards the notify
+    /// script's output, so the agent logs them).
+    HaRole(Role, Option<String>),
+}

@@ -1,0 +1,336 @@
+//! `multiwan run`: the daemon's event loop. It probes every uplink through that uplink,
+//! feeds the health machines, and tells the kernel actor ([`crate::kernel::actor`]) what
+//! the kernel should look like: a health change at once, a full reconcile every second and
+//! after kernel events. The loop never waits for the kernel: the actor's reports come back
+//! as events, so probes keep their schedule whatever a transaction costs. Errors at run
+//! time are logged and retried, never fatal.
+
+mod backends;
+mod ha;
+mod links;
+mod probing;
+mod reports;
+mod status;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, InitialState};
+use crate::control::{self, Request};
+use crate::daemon::metrics::{self, Metrics};
+use crate::health::backend::{BackendMonitor, BackendTransition};
+use crate::health::{Health, Monitor, Transition};
+use crate::kernel::actor::{ActorError, Desired, Kernel, Purpose, Report};
+use crate::kernel::events;
+use crate::kernel::probe::{ProbeEvent, Prober};
+use crate::kernel::routing::KernelView;
+use crate::plan::{Observed, Plan};
+
+/// How often the kernel is compared with the plan (drift repair).
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Address and route events come in bursts; wait this long before re-reading.
+const RESYNC_DEBOUNCE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("initial install failed")]
+    Install(#[source] crate::kernel::install::InstallError),
+    #[error("the kernel actor")]
+    Kernel(#[from] ActorError),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> AgentError {
+    move |source| AgentError::Io { what, source }
+}
+
+/// Runs until SIGTERM or SIGINT. The kernel state stays in place on exit, so traffic keeps
+/// flowing while the service restarts (`multiwan cleanup` removes it).
+pub async fn run(path: &Path) -> Result<(), AgentError> {
+    let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    let config = crate::files::load_config(path)?;
+    let (probe_tx, mut probe_rx) = unbounded_channel();
+    let mut kernel_events = events::subscribe().map_err(io("subscribe to netlink events"))?;
+    let (mut agent, mut reports) = Agent::start(path, config, probe_tx).await?;
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Request>(16);
+    spawn_services(&agent.config, agent.metrics.clone(), control_tx);
+    if let Err(e) = crate::daemon::notify::notify("READY=1") {
+        warn!(error = %e, "could not tell systemd we are ready");
+    }
+    loop {
+        let wake = tokio::time::Instant::from_std(agent.next_wakeup());
+        tokio::select! {
+            Some(ev) = probe_rx.recv() => agent.on_probe(ev),
+            Some(report) = reports.recv() => agent.on_report(report),
+            Some(request) = control_rx.recv() => match request {
+                Request::Status(reply) => {
+                    let _ = reply.send((agent.status(), agent.config.marks));
+                }
+                Request::HaRole(role, problem) => agent.set_role(role, problem),
+            },
+            Some(ev) = kernel_events.recv() => agent.on_kernel(ev),
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = hup.recv() => agent.reload(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        agent.step();
+    }
+    let _ = crate::daemon::notify::notify("STOPPING=1");
+    info!("stopping: probing ends, the installed rules stay in place");
+    Ok(())
+}
+
+/// The control socket and the metrics endpoint. Failing to open either is logged; the
+/// router keeps routing.
+fn spawn_services(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    control_tx: tokio::sync::mpsc::Sender<Request>,
+) {
+    let (socket, group) = (config.control.socket.clone(), config.control.group.clone());
+    tokio::spawn(async move {
+        if let Err(e) = control::server::serve(socket.clone(), group, control_tx).await {
+            error!(socket = %socket.display(), error = %crate::error_chain(&e), "control socket failed: `multiwan status` will not work");
+        }
+    });
+    if let Some(addr) = config.metrics {
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                error!(%addr, error = %crate::error_chain(&e), "metrics endpoint failed");
+            }
+        });
+    }
+}
+
+struct Agent {
+    path: PathBuf,
+    config: Arc<Config>,
+    kernel: Kernel,
+    observed: Observed,
+    view: KernelView,
+    /// The plan for what the agent knows now (see `replan`): what status shows.
+    plan: Plan,
+    monitors: BTreeMap<String, Monitor>,
+    probers: BTreeMap<String, Prober>,
+    /// Last known usable state of each uplink interface.
+    links: HashMap<String, bool>,
+    probe_tx: UnboundedSender<ProbeEvent>,
+    pending: Vec<Transition>,
+    resync_at: Option<Instant>,
+    next_reconcile: Instant,
+    last_warnings: Vec<String>,
+    ident: u16,
+    metrics: Arc<Metrics>,
+    started: SystemTime,
+    /// When each uplink entered its current state.
+    since: BTreeMap<String, SystemTime>,
+    /// Each uplink's last transition and when it happened.
+    last: BTreeMap<String, (Transition, SystemTime)>,
+    backends: BTreeMap<(String, usize), BackendMonitor>,
+    backends_down: BTreeSet<(String, usize)>,
+    backend_changes: Vec<BackendTransition>,
+    /// This node's role in an HA pair (None for a single router).
+    ha: Option<ha::HaState>,
+}
+
+impl Agent {
+    /// Installs the plan with every uplink in its initial state and waits for it: a
+    /// router that cannot install its rules must not report itself started.
+    async fn start(
+        path: &Path,
+        config: Config,
+        probe_tx: UnboundedSender<ProbeEvent>,
+    ) -> Result<(Self, UnboundedReceiver<Report>), AgentError> {
+        let started = Instant::now();
+        let (kernel, mut reports) = Kernel::spawn()?;
+        let before: Vec<u32> = config.uplinks.iter().map(|u| u.id).collect();
+        let config = match kernel.adopt_ids(config.clone()).await {
+            Ok(adopted) => {
+                if adopted.uplinks.iter().map(|u| u.id).ne(before) {
+                    info!("uplink ids kept from the installed tables (the list order changed)");
+                }
+                adopted
+            }
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), "could not read the installed tables: ids follow the list order");
+                config
+            }
+        };
+        let config = Arc::new(config);
+        let initial = initial_health(&config);
+        let mut desired = Desired::new(config.clone(), Purpose::Start);
+        desired.health = config
+            .uplinks
+            .iter()
+            .map(|u| (u.name.clone(), initial))
+            .collect();
+        kernel.install(desired);
+        let mut first = reports.recv().await.ok_or(ActorError::Gone)?;
+        if let Some(e) = first.error.take() {
+            return Err(AgentError::Install(e));
+        }
+        let (observed, view) = first.observed.take().expect("a full pass observes");
+        let mut agent = Agent {
+            path: path.to_path_buf(),
+            kernel,
+            observed,
+            view,
+            plan: first
+                .plan
+                .take()
+                .expect("an install without error has a plan"),
+            monitors: BTreeMap::new(),
+            probers: BTreeMap::new(),
+            links: HashMap::new(),
+            probe_tx,
+            pending: Vec::new(),
+            resync_at: None,
+            next_reconcile: Instant::now() + RECONCILE_EVERY,
+            last_warnings: Vec::new(),
+            ident: (std::process::id() as u16).wrapping_mul(31),
+            metrics: Arc::new(Metrics::new()),
+            started: SystemTime::now(),
+            since: BTreeMap::new(),
+            last: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            backends_down: Default::default(),
+            backend_changes: Vec::new(),
+            ha: None,
+            config,
+        };
+        agent.init_ha();
+        agent.rebuild_backends();
+        agent.log_warnings(first.warnings);
+        agent.rebuild_monitors(&BTreeMap::new(), initial);
+        agent.sync_links(Instant::now());
+        info!(
+            uplinks = agent.config.uplinks.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            config = %path.display(),
+            "started: rules installed, probing"
+        );
+        Ok((agent, reports))
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        let monitors = self.monitors.values().filter_map(Monitor::next_wakeup);
+        let backends = self.backends.values().filter_map(|b| b.next_wakeup());
+        monitors
+            .chain(backends)
+            .chain(self.resync_at)
+            .chain([self.next_reconcile])
+            .min()
+            .expect("reconcile is always due")
+    }
+
+    /// Everything due now: rounds, deadlines, checks, and what the kernel must be told.
+    fn step(&mut self) {
+        let now = Instant::now();
+        for m in self.monitors.values_mut() {
+            self.pending.extend(m.tick(now));
+        }
+        self.send_probes(now);
+        self.send_backend_checks(now);
+        if !self.pending.is_empty() {
+            self.act();
+        }
+        if !self.backend_changes.is_empty() {
+            self.act_backends();
+        }
+        if self.resync_at.is_some_and(|t| t <= now) || self.next_reconcile <= now {
+            self.kernel.install(self.desired(Purpose::Reconcile));
+            self.resync_at = None;
+            self.next_reconcile = now + RECONCILE_EVERY;
+        }
+        for u in &self.plan.uplinks {
+            let stats = self.monitors.get(&u.name).map(Monitor::stats);
+            self.metrics.update_uplink(u, stats.as_ref());
+        }
+    }
+
+    /// What the kernel should hold now.
+    fn desired(&self, purpose: Purpose) -> Desired {
+        let mut d = Desired::new(self.config.clone(), purpose);
+        d.health = self.health();
+        d.backends_down = self.backends_down.clone();
+        d
+    }
+
+    fn initial(&self) -> Health {
+        initial_health(&self.config)
+    }
+
+    /// Reads the config again. A file that does not validate changes nothing; a valid one
+    /// is installed by the actor (uplinks keep their ids, so their connections' marks).
+    fn reload(&mut self) {
+        let mut new = match crate::files::load_config(&self.path) {
+            Ok(c) => c,
+            Err(ConfigError::Invalid { diagnostics }) => {
+                for d in &diagnostics {
+                    error!("{d}");
+                }
+                error!(
+                    errors = diagnostics.len(),
+                    "reload refused: still running the previous config; the kernel is unchanged"
+                );
+                self.metrics.reloaded(false);
+                return;
+            }
+            Err(e) => {
+                error!(error = %crate::error_chain(&e), "reload refused: still running the previous config; the kernel is unchanged");
+                self.metrics.reloaded(false);
+                return;
+            }
+        };
+        new.keep_ids_from(&self.config);
+        if new.control.socket != self.config.control.socket || new.metrics != self.config.metrics {
+            warn!("control socket and metrics address changes take effect at the next restart");
+        }
+        let states = self.health();
+        self.config = Arc::new(new);
+        self.probers
+            .retain(|name, _| self.config.uplink(name).is_some());
+        self.rebuild_monitors(&states, self.initial());
+        self.links
+            .retain(|i, _| self.config.uplinks.iter().any(|u| &u.interface == i));
+        info!(config = %self.path.display(), uplinks = self.config.uplinks.len(), "config reloaded");
+        self.metrics.reloaded(true);
+        self.rebuild_backends();
+        self.kernel.install(self.desired(Purpose::Reload));
+        self.replan();
+        self.init_ha();
+    }
+
+    /// Logs warnings when they change, not on every reconcile.
+    fn log_warnings(&mut self, warnings: Vec<String>) {
+        if warnings != self.last_warnings {
+            for w in &warnings {
+                warn!("{w}");
+            }
+            self.last_warnings = warnings;
+        }
+    }
+}
+
+fn initial_health(config: &Config) -> Health {
+    match config.initial_state {
+        InitialState::Up => Health::Up,
+        InitialState::Down => Health::Down,
+    }
+}

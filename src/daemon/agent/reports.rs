@@ -1,0 +1,147 @@
+//! The agent's side of the kernel actor: what it sends on a health change, and what it
+//! makes of each report (the plan now installed, what was read from the kernel, what was
+//! changed, deleted or refused), for the log, status and metrics.
+
+use std::time::{Instant, SystemTime};
+
+use tracing::{error, info, warn};
+
+use super::Agent;
+use crate::daemon::hooks::{self, HookEvent};
+use crate::health::{Health, Transition};
+use crate::kernel::actor::{Purpose, Report};
+use crate::plan::Plan;
+
+impl Agent {
+    /// Health changed: tell the kernel actor (it swaps the changed chains, then deletes the
+    /// dead uplinks' connections), and everyone else.
+    pub(super) fn act(&mut self) {
+        let transitions = std::mem::take(&mut self.pending);
+        for t in &transitions {
+            info!(
+                uplink = %t.uplink,
+                from = %t.from,
+                to = %t.to,
+                reason = %t.cause,
+                loss_percent = format!("{:.1}", t.loss * 100.0),
+                rtt_ms = t.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_default(),
+                "uplink state changed"
+            );
+        }
+        let (flushable, withheld): (Vec<Transition>, Vec<Transition>) = transitions
+            .iter()
+            .cloned()
+            .partition(|t| self.may_flush_for(t));
+        self.log_withheld(&withheld);
+        let mut desired = self.desired(Purpose::Change);
+        desired.flush_for = flushable;
+        self.kernel.install(desired);
+        self.replan();
+        for t in &transitions {
+            self.announce(t);
+        }
+    }
+
+    /// Records a transition for status, metrics and hooks (hooks run in the background).
+    fn announce(&mut self, t: &Transition) {
+        let now = SystemTime::now();
+        self.since.insert(t.uplink.clone(), now);
+        self.last.insert(t.uplink.clone(), (t.clone(), now));
+        self.metrics.transition(t);
+        let active: Vec<String> = self
+            .health()
+            .into_iter()
+            .filter(|(_, h)| *h != Health::Down)
+            .map(|(n, _)| n)
+            .collect();
+        let interface = self
+            .config
+            .uplink(&t.uplink)
+            .map_or("", |u| u.interface.as_str());
+        let event = HookEvent::uplink(t, interface, &active);
+        hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
+    }
+
+    pub(super) fn on_report(&mut self, mut report: Report) {
+        for line in &report.settings {
+            warn!("{line}");
+        }
+        if let (Some(plan), Some(counters)) = (&report.plan, &report.counters) {
+            self.metrics.set_marked(&plan.marked_by_uplink(counters));
+        }
+        self.log_changes(&report);
+        if let Some(e) = report.error.take() {
+            warn!(error = %crate::error_chain(&e), "installing the rules failed; retrying");
+            self.resync_at = Some(Instant::now());
+        }
+        if let Some((observed, view)) = report.observed.take() {
+            let gateways_changed = observed.gateways != self.observed.gateways;
+            self.observed = observed;
+            self.view = view;
+            if gateways_changed {
+                let states = self.health();
+                self.rebuild_monitors(&states, self.initial());
+            }
+            self.sync_links(Instant::now());
+            self.log_warnings(std::mem::take(&mut report.warnings));
+            self.replan();
+        }
+    }
+
+    /// The plan for what the agent knows now (health, backends, the kernel's last read):
+    /// what status and metrics show, the same value the actor installs.
+    pub(super) fn replan(&mut self) {
+        let mut observed = self.observed.clone();
+        observed.health = self.health();
+        observed.backends_down = self.backends_down.clone();
+        self.plan = Plan::build(&self.config, &observed);
+    }
+
+    fn log_changes(&mut self, report: &Report) {
+        let changed = report.purposes.contains(&Purpose::Change);
+        if changed {
+            self.metrics.applied(report.took);
+            let installed = report.plan.as_ref().unwrap_or(&self.plan);
+            let shares: Vec<String> = installed
+                .balance
+                .members()
+                .iter()
+                .map(|m| format!("{} {:.1}%", m.uplink, m.share * 100.0))
+                .collect();
+            info!(
+                chains = %report.netfilter.chains().join(","),
+                balance = %shares.join(", "),
+                took_ms = format!("{:.2}", report.took.as_secs_f64() * 1000.0),
+                merged = report.merged,
+                "rules swapped"
+            );
+        } else if report.purposes.contains(&Purpose::Reload) {
+            info!(chains = %report.netfilter.chains().join(","), "rules installed for the reloaded config");
+        } else if !report.netfilter.is_empty() && report.purposes.contains(&Purpose::Reconcile) {
+            warn!(chains = %report.netfilter.chains().join(","), "iptables rules had drifted: repaired");
+        }
+        let r = &report.routing;
+        if !r.is_empty() {
+            info!(
+                rules_added = r.rules_added.len(),
+                rules_deleted = r.rules_deleted.len(),
+                routes_added = r.routes_added.len(),
+                routes_deleted = r.routes_deleted.len(),
+                "routing reconciled"
+            );
+        }
+        if !report.sets.is_empty() {
+            info!(sets = %report.sets.join(","), "ipsets updated");
+        }
+        for f in &report.flushed {
+            match &f.result {
+                Ok(n) => {
+                    info!(what = %f.flush.what, deleted = n, reason = %f.flush.reason, "conntrack entries deleted")
+                }
+                Err(e) => {
+                    error!(what = %f.flush.what, error = %crate::error_chain(e), "deleting conntrack entries failed")
+                }
+            }
+        }
+    }
+}

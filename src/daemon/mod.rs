@@ -1,0 +1,8 @@
+//! The long-running side of multiwan: the agent's event loop, and the services it feeds
+//! (Prometheus metrics, hooks, systemd notifications, keepalived's role changes).
+
+pub mod agent;
+pub mod ha_notify;
+pub mod hooks;
+pub mod metrics;
+pub mod notify;

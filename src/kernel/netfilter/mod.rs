@@ -1,0 +1,127 @@
+//! The netfilter adapter: installs the plan's chains with one `iptables-restore --noflush`
+//! per address family, so the kernel never sees half a rule set; reads them back to verify;
+//! reads our rules' packet counters on the way; removes exactly what is ours. Building the
+//! restore input is pure ([`script`]).
+
+pub mod script;
+
+use std::collections::BTreeSet;
+
+pub use script::{Changes, Counters, TableChange};
+
+use super::exec::{self, ToolError};
+use crate::plan::{Family, Plan};
+
+/// Tables multiwan may have chains in.
+pub const TABLES: &[&str] = &["mangle", "nat", "filter"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetfilterError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("iptables-restore refused the {table} table: {stderr}{}", .line.as_ref().map(|l| format!("\n  at: {l}")).unwrap_or_default())]
+    Restore {
+        table: String,
+        stderr: String,
+        line: Option<String>,
+    },
+    #[error("after apply, chain {chain} has {found} rules, expected {expected}")]
+    Verify {
+        chain: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("after apply, the jump {table}/{from} -> {to} is present {found} times, expected once")]
+    VerifyJump {
+        table: String,
+        from: String,
+        to: String,
+        found: usize,
+    },
+}
+
+/// What a full apply did, and the counters it read on the way.
+#[derive(Debug, Default)]
+pub struct Installed {
+    pub changes: Changes,
+    /// Our rules' packet counters as they were before the apply.
+    pub counters: Counters,
+}
+
+fn families(plan: &Plan) -> BTreeSet<Family> {
+    plan.tables().iter().map(|t| t.family).collect()
+}
+
+/// Every table of a family, with counters.
+pub async fn save(family: Family) -> Result<String, NetfilterError> {
+    Ok(exec::run_ok(family.iptables_save(), &["-c"], None).await?)
+}
+
+/// Makes the kernel's tables match the plan: only chains that differ are sent, in one
+/// transaction per family, then read back and verified.
+pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
+    let mut out = Installed::default();
+    for family in families(plan) {
+        let current = save(family).await?;
+        out.counters.extend(script::counters(&current, TABLES));
+        let s = script::apply_plan_script(plan, &current);
+        let text = s.text(family);
+        if !text.is_empty() {
+            restore(family, &text).await?;
+            script::verify(plan, &save(family).await?)?;
+        }
+        out.changes.tables.extend(s.changes().tables);
+    }
+    Ok(out)
+}
+
+/// Fast path for a health change: replaces only the chains that differ from the plan
+/// installed before, in one transaction, without reading the tables first (the jumps and
+/// the other chains are unchanged; the reconcile verifies them). Falls back to a full
+/// apply when the chains themselves changed.
+pub async fn apply_delta(previous: &Plan, plan: &Plan) -> Result<Changes, NetfilterError> {
+    let Some(s) = script::delta_script(previous, plan) else {
+        return Ok(apply(plan).await?.changes);
+    };
+    for family in families(plan) {
+        let text = s.text(family);
+        if !text.is_empty() {
+            restore(family, &text).await?;
+        }
+    }
+    Ok(s.changes())
+}
+
+/// Removes every chain and jump of ours from every table of `family`.
+pub async fn cleanup(family: Family) -> Result<Changes, NetfilterError> {
+    let current = save(family).await?;
+    let s = script::cleanup_plan_script(family, &current);
+    let text = s.text(family);
+    if !text.is_empty() {
+        restore(family, &text).await?;
+    }
+    Ok(s.changes())
+}
+
+/// True when the filter table's FORWARD policy is DROP (None when it cannot be read, e.g.
+/// without root). multiwan does not open the firewall; `check` says so then.
+pub async fn forward_policy_drops(family: Family) -> Option<bool> {
+    let out = exec::run(family.iptables(), &["-w", "2", "-S", "FORWARD"], None)
+        .await
+        .ok()?;
+    out.success
+        .then(|| out.stdout.lines().any(|l| l.trim() == "-P FORWARD DROP"))
+}
+
+async fn restore(family: Family, script: &str) -> Result<(), NetfilterError> {
+    let ran = exec::run(
+        family.iptables_restore(),
+        &["-w", "5", "--noflush"],
+        Some(script),
+    )
+    .await?;
+    if ran.success {
+        return Ok(());
+    }
+    Err(script::restore_error(script, &ran.stderr))
+}

@@ -1,0 +1,303 @@
+//! The mangle table: where a new connection gets its uplink's mark. LAN packets restore
+//! their connection's mark; an undecided NEW connection meets the connected networks, the
+//! policies in order and the weighted cascade; the decision is saved to the connection. The
+//! router's own traffic is decided the same way from OUTPUT.
+
+use super::balance::Balance;
+use super::rules::{self, Chain, Match, Origin, Rule, TablePlan, Target};
+use super::*;
+use crate::config::{Policy, Protocol};
+
+pub(super) fn mangle(
+    config: &Config,
+    family: Family,
+    balance: &Balance,
+    policies: &[PolicyPlan],
+) -> TablePlan {
+    let mut chains = vec![prerouting(config), lan(config), output(config)];
+    if !config.policies.is_empty() {
+        chains.push(Chain {
+            name: CHAIN_POLICY.into(),
+            rules: policy_rules(config, policies),
+        });
+    }
+    chains.push(Chain {
+        name: CHAIN_BALANCE.into(),
+        rules: balance_rules(config, balance),
+    });
+    TablePlan {
+        name: "mangle".into(),
+        family,
+        chains,
+    }
+}
+
+/// Entry point: LAN packets go (`-g`, so a RETURN there ends our part at once) to the LAN
+/// chain; a NEW connection from an uplink (a port forward) gets that uplink's mark in its CONNMARK only. Never a packet mark here: a reply
+/// from the internet carrying a mark would be routed straight back out of the WAN.
+fn prerouting(config: &Config) -> Chain {
+    let mut rules: Vec<Rule> = ha_takeover_guard(config).into_iter().collect();
+    rules.extend(config.lan_interfaces.iter().map(|lan| {
+        Rule::new(
+            vec![Match::InInterface(lan.clone())],
+            Target::Goto(CHAIN_LAN.into()),
+            "multiwan lan",
+        )
+    }));
+    for u in &config.uplinks {
+        rules.push(Rule::new(
+            vec![
+                Match::InInterface(u.interface.clone()),
+                Match::NewConnection { negated: false },
+            ],
+            Target::SetConnmark {
+                value: config.marks.uplink(u.id),
+                mask: config.marks.mask,
+            },
+            format!("multiwan inbound {}", u.name),
+        ));
+    }
+    Chain {
+        name: CHAIN_PREROUTING.into(),
+        rules,
+    }
+}
+
+/// The router's own packets: a socket that set its mark itself (the probes, SO_MARK) keeps
+/// it; everything else is decided exactly like LAN traffic, so the router's DNS, NTP or VPN
+/// follow failover too. (MASQUERADE then gives a rerouted packet the right source.)
+fn output(config: &Config) -> Chain {
+    Chain {
+        name: CHAIN_OUTPUT.into(),
+        rules: vec![
+            Rule::new(
+                vec![Match::Mark {
+                    value: 0,
+                    mask: config.marks.mask,
+                    negated: true,
+                }],
+                Target::Return,
+                "multiwan marked by its socket",
+            ),
+            Rule::new(vec![], Target::Goto(CHAIN_LAN.into()), "multiwan local"),
+        ],
+    }
+}
+
+/// On a node of an HA pair: a TCP packet that is not a SYN yet would open a connection is
+/// one of an established connection whose conntrack entry is not committed yet (keepalived
+/// adds the shared addresses before `ha notify master` commits conntrackd's cache). Let
+/// through, it would become a fresh entry with a random mark and a wrong address; dropped,
+/// it is retransmitted after the commit.
+fn ha_takeover_guard(config: &Config) -> Option<Rule> {
+    config.ha.as_ref()?;
+    Some(Rule::new(
+        vec![
+            Match::Protocol(Protocol::Tcp),
+            Match::NewConnection { negated: false },
+            Match::TcpNotSyn,
+        ],
+        Target::Drop,
+        "multiwan ha mid-stream",
+    ))
+}
+
+/// LAN ingress: restore the connection's mark; marked packets leave at once; only NEW
+/// connections are decided (a connection that predates multiwan keeps the main table
+/// rather than being moved mid-stream); the decision is saved to the connection.
+fn lan(config: &Config) -> Chain {
+    let mask = config.marks.mask;
+    let unmarked = || Match::Mark {
+        value: 0,
+        mask,
+        negated: false,
+    };
+    let mut rules = vec![
+        Rule::new(vec![], Target::RestoreMark { mask }, "multiwan restore"),
+        Rule::new(
+            vec![Match::Mark {
+                value: 0,
+                mask,
+                negated: true,
+            }],
+            Target::Return,
+            "multiwan decided",
+        ),
+        Rule::new(
+            vec![Match::NewConnection { negated: true }],
+            Target::Return,
+            "multiwan not new",
+        ),
+        Rule::new(
+            vec![Match::DestinationInSet(CONNECTED_SET.into())],
+            Target::SetMark {
+                value: config.marks.main(),
+                mask,
+            },
+            "multiwan connected",
+        )
+        .origin(Origin::Connected),
+    ];
+    if !config.policies.is_empty() {
+        rules.push(Rule::new(
+            vec![unmarked()],
+            Target::Jump(CHAIN_POLICY.into()),
+            "multiwan policies",
+        ));
+    }
+    rules.push(Rule::new(
+        vec![unmarked()],
+        Target::Jump(CHAIN_BALANCE.into()),
+        "multiwan balance",
+    ));
+    rules.push(Rule::new(
+        vec![],
+        Target::SaveMark { mask },
+        "multiwan save",
+    ));
+    Chain {
+        name: CHAIN_LAN.into(),
+        rules,
+    }
+}
+
+fn policy_rules(config: &Config, decisions: &[PolicyPlan]) -> Vec<Rule> {
+    let mask = config.marks.mask;
+    let mut out = Vec::new();
+    for (i, (policy, plan)) in config.policies.iter().zip(decisions).enumerate() {
+        let target = match &plan.decision {
+            Decision::Pinned { uplink } => {
+                let u = config
+                    .uplink(uplink)
+                    .expect("validated: policy names a known uplink");
+                Target::SetMark {
+                    value: config.marks.uplink(u.id),
+                    mask,
+                }
+            }
+            Decision::FallbackBalance { .. } => Target::Jump(CHAIN_BALANCE.into()),
+            Decision::FallbackDrop { .. } => Target::Drop,
+            Decision::Main => Target::SetMark {
+                value: config.marks.main(),
+                mask,
+            },
+        };
+        for matches in policy_matches(i, policy, mask) {
+            let comment = format!("multiwan policy {}", policy.name);
+            out.push(Rule::new(matches, target.clone(), comment).origin(Origin::Policy(i)));
+        }
+    }
+    out
+}
+
+/// A policy with more than this many sources (or destinations) keeps them in an ipset:
+/// one rule and a hash lookup instead of one rule per network.
+pub(super) const SET_THRESHOLD: usize = 4;
+
+/// The ipset holding a long source or destination list of policy `index`. A `.` cannot
+/// appear in config set names, so it cannot clash with them.
+pub(super) fn policy_set(index: usize, dir: &str) -> String {
+    format!("{SET_PREFIX}p{index}.{dir}")
+}
+
+/// A policy's networks as rules see them: listed one per rule, or in its ipset.
+fn listed(nets: &[ipnet::Ipv4Net]) -> Vec<Option<ipnet::Ipv4Net>> {
+    if nets.len() > SET_THRESHOLD {
+        vec![None]
+    } else {
+        optional_list(nets)
+    }
+}
+
+/// One match list per combination of source, destination and port chunk; each also
+/// requires the packet to be undecided, so the first matching policy wins.
+fn policy_matches(index: usize, policy: &Policy, mask: u32) -> Vec<Vec<Match>> {
+    let m = &policy.matcher;
+    let sources = listed(&m.sources);
+    let destinations = listed(&m.destinations);
+    let sports = optional_list(&rules::port_chunks(&m.source_ports));
+    let dports = optional_list(&rules::port_chunks(&m.destination_ports));
+    let mut out = Vec::new();
+    for s in &sources {
+        for d in &destinations {
+            for sp in &sports {
+                for dp in &dports {
+                    let mut matches = Vec::new();
+                    matches.extend(s.map(Match::Source));
+                    matches.extend(d.map(Match::Destination));
+                    if m.protocol != Protocol::All {
+                        matches.push(Match::Protocol(m.protocol));
+                    }
+                    if m.sources.len() > SET_THRESHOLD {
+                        matches.push(Match::SourceInSet(policy_set(index, "src")));
+                    }
+                    if m.destinations.len() > SET_THRESHOLD {
+                        matches.push(Match::DestinationInSet(policy_set(index, "dst")));
+                    }
+                    matches.extend(sp.clone().map(Match::SourcePorts));
+                    matches.extend(dp.clone().map(Match::DestinationPorts));
+                    if let Some(set) = &m.destination_set {
+                        matches.push(Match::DestinationInSet(format!("{SET_PREFIX}{set}")));
+                    }
+                    matches.push(Match::Mark {
+                        value: 0,
+                        mask,
+                        negated: false,
+                    });
+                    out.push(matches);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn optional_list<T: Clone>(items: &[T]) -> Vec<Option<T>> {
+    if items.is_empty() {
+        vec![None]
+    } else {
+        items.iter().cloned().map(Some).collect()
+    }
+}
+
+fn balance_rules(config: &Config, balance: &Balance) -> Vec<Rule> {
+    let mask = config.marks.mask;
+    let members = match balance {
+        Balance::Unreachable => {
+            return vec![
+                Rule::new(
+                    vec![],
+                    Target::SetMark {
+                        value: config.marks.unreachable(),
+                        mask,
+                    },
+                    "multiwan all uplinks down",
+                )
+                .origin(Origin::Balance),
+            ];
+        }
+        Balance::Weighted { members, .. } => members,
+    };
+    members
+        .iter()
+        .map(|m| {
+            let u = config
+                .uplink(&m.uplink)
+                .expect("balance members are uplinks");
+            let mut matches = vec![Match::Mark {
+                value: 0,
+                mask,
+                negated: false,
+            }];
+            if m.probability < 1.0 {
+                matches.push(Match::Random(m.probability));
+            }
+            let target = Target::SetMark {
+                value: config.marks.uplink(u.id),
+                mask,
+            };
+            Rule::new(matches, target, format!("multiwan balance {}", u.name))
+                .origin(Origin::Balance)
+        })
+        .collect()
+}

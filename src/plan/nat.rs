@@ -1,0 +1,129 @@
+//! The nat table (masquerade or an HA pair's SNAT per uplink, port forwards), the filter
+//! table (refusing connections when every uplink is down), and the jumps from the built-in
+//! chains into ours.
+
+use super::rules::{Chain, Jump, Match, Rule, TablePlan, Target};
+use super::*;
+use crate::config::Protocol;
+
+pub(super) fn nat(config: &Config, family: Family, forwards: &[ForwardPlan]) -> TablePlan {
+    let mut rules: Vec<Rule> = if config.masquerade {
+        config
+            .uplinks
+            .iter()
+            .flat_map(|u| uplink_nat(config, u))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    rules.extend(forward::hairpin_masquerade(config));
+    let mut chains = vec![Chain {
+        name: CHAIN_POSTROUTING.into(),
+        rules,
+    }];
+    if !config.port_forwards.is_empty() {
+        chains.push(forward::dnat_chain(config));
+        for (i, (f, p)) in config.port_forwards.iter().zip(forwards).enumerate() {
+            chains.push(forward::backend_chain(i, f, p));
+        }
+    }
+    TablePlan {
+        name: "nat".into(),
+        family,
+        chains,
+    }
+}
+
+/// An uplink's source NAT. A node of an HA pair sends forwarded connections from the
+/// uplink's shared address, so they keep working when the other node takes the address
+/// over; masquerade would pick each node's own address. The router's own traffic (probes,
+/// which must leave from this node's address) is still masqueraded.
+fn uplink_nat(config: &Config, u: &Uplink) -> Vec<Rule> {
+    let out = || Match::OutInterface(u.interface.clone());
+    let comment = format!("multiwan nat {}", u.name);
+    let mut rules = Vec::new();
+    if let Some(shared) = config
+        .ha
+        .as_ref()
+        .and_then(|ha| ha.uplink_addresses.get(&u.name))
+    {
+        rules.push(Rule::new(
+            vec![out(), Match::LocalSource { negated: true }],
+            Target::Snat(shared.addr()),
+            format!("multiwan ha nat {}", u.name),
+        ));
+    }
+    rules.push(Rule::new(vec![out()], Target::Masquerade, comment));
+    rules
+}
+
+/// With `when_all_down: unreachable`, connections marked unreachable are refused in
+/// FORWARD: a TCP reset (which no ICMP rate limit delays) or ICMP net unreachable. An
+/// `unreachable` ip rule would answer only the first attempts: the kernel rate-limits its
+/// ICMP per host, and later attempts would hang until they time out.
+pub(super) fn filter(config: &Config, family: Family) -> TablePlan {
+    let mut chains = Vec::new();
+    if config.when_all_down == crate::config::WhenAllDown::Unreachable {
+        let mark = || Match::Mark {
+            value: config.marks.unreachable(),
+            mask: config.marks.mask,
+            negated: false,
+        };
+        let comment = "multiwan all uplinks down";
+        chains.push(Chain {
+            name: CHAIN_FORWARD.into(),
+            rules: vec![
+                Rule::new(
+                    vec![Match::Protocol(Protocol::Tcp), mark()],
+                    Target::Reject("tcp-reset".into()),
+                    comment,
+                ),
+                Rule::new(
+                    vec![mark()],
+                    Target::Reject("icmp-net-unreachable".into()),
+                    comment,
+                ),
+            ],
+        });
+    }
+    TablePlan {
+        name: "filter".into(),
+        family,
+        chains,
+    }
+}
+
+pub(super) fn jumps(config: &Config) -> Vec<Jump> {
+    let mut out = vec![
+        Jump {
+            table: "mangle".into(),
+            from: "PREROUTING".into(),
+            to: CHAIN_PREROUTING.into(),
+        },
+        Jump {
+            table: "mangle".into(),
+            from: "OUTPUT".into(),
+            to: CHAIN_OUTPUT.into(),
+        },
+        Jump {
+            table: "nat".into(),
+            from: "POSTROUTING".into(),
+            to: CHAIN_POSTROUTING.into(),
+        },
+    ];
+    if !config.port_forwards.is_empty() {
+        out.push(Jump {
+            table: "nat".into(),
+            from: "PREROUTING".into(),
+            to: CHAIN_DNAT.into(),
+        });
+    }
+    if config.when_all_down == crate::config::WhenAllDown::Unreachable {
+        out.push(Jump {
+            table: "filter".into(),
+            from: "FORWARD".into(),
+            to: CHAIN_FORWARD.into(),
+        });
+    }
+    out
+}
