@@ -61,6 +61,19 @@ struct Branch {
     trail: Vec<String>,
 }
 
+impl Branch {
+    /// A new connection before any rule: certain, unmarked.
+    fn start() -> Self {
+        Self {
+            probability: 1.0,
+            mark: 0,
+            dropped: false,
+            dnat: None,
+            trail: Vec::new(),
+        }
+    }
+}
+
 struct Walker<'a> {
     plan: &'a Plan,
     table: &'a crate::plan::TablePlan,
@@ -77,14 +90,7 @@ pub fn explain(config: &Config, plan: &Plan, packet: &Packet) -> Explanation {
         packet,
         notes: Vec::new(),
     };
-    let start = Branch {
-        probability: 1.0,
-        mark: 0,
-        dropped: false,
-        dnat: None,
-        trail: Vec::new(),
-    };
-    let branches = w.run(CHAIN_PREROUTING, start);
+    let branches = w.run(CHAIN_PREROUTING, Branch::start());
     let mut grouped: BTreeMap<Route, (f64, Vec<String>)> = BTreeMap::new();
     for b in branches {
         let route = w.route_of(&b);
@@ -429,16 +435,9 @@ pub fn explain_forward(
         packet: &packet,
         notes: Vec::new(),
     };
-    let start = Branch {
-        probability: 1.0,
-        mark: 0,
-        dropped: false,
-        dnat: None,
-        trail: Vec::new(),
-    };
     let mut shares: Vec<(String, f64)> = Vec::new();
     let mut reasons = Vec::new();
-    for b in w.run(crate::plan::CHAIN_DNAT, start) {
+    for b in w.run(crate::plan::CHAIN_DNAT, Branch::start()) {
         for line in &b.trail {
             if !reasons.contains(line) {
                 reasons.push(line.clone());

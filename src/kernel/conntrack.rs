@@ -75,18 +75,29 @@ mod dump {
     use crate::plan::Family;
 
     const NETLINK_NETFILTER: i32 = 12;
-    const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-    const IPCTNL_MSG_CT_GET: u16 = 1;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLM_F_DUMP: u16 = 0x300;
+    /// `IPCTNL_MSG_CT_GET` in the `NFNL_SUBSYS_CTNETLINK` subsystem.
+    const CT_GET: u16 = (1 << 8) | 1;
+    /// `NLM_F_REQUEST | NLM_F_DUMP`.
+    const DUMP_REQUEST: u16 = 0x301;
+    /// Control messages that end a dump.
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
-    const CTA_COUNTERS_ORIG: u16 = 9;
-    const CTA_COUNTERS_REPLY: u16 = 10;
-    const CTA_MARK: u16 = 8;
-    const CTA_COUNTERS_BYTES: u16 = 2;
+    /// The entry's attributes we read (`CTA_MARK`, `CTA_COUNTERS_ORIG`, `_REPLY`), and the
+    /// byte count inside the counters (`CTA_COUNTERS_BYTES`).
+    const ATTRIBUTES: Attributes = Attributes {
+        mark: 8,
+        counters: [9, 10],
+        bytes: 2,
+    };
+    /// Sizes of the netlink header and of ctnetlink's own header (`nfgenmsg`).
     const HEADER: usize = 16;
     const NFGENMSG: usize = 4;
+
+    struct Attributes {
+        mark: u16,
+        counters: [u16; 2],
+        bytes: u16,
+    }
 
     pub struct Socket(OwnedFd);
 
@@ -121,10 +132,8 @@ mod dump {
         pub fn request_dump(&self, family: Family) -> io::Result<()> {
             let mut msg = Vec::with_capacity(HEADER + NFGENMSG);
             msg.extend_from_slice(&((HEADER + NFGENMSG) as u32).to_ne_bytes());
-            msg.extend_from_slice(
-                &((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes(),
-            );
-            msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+            msg.extend_from_slice(&CT_GET.to_ne_bytes());
+            msg.extend_from_slice(&DUMP_REQUEST.to_ne_bytes());
             msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
             msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
             msg.extend_from_slice(&[family.af(), 0, 0, 0]); // nfgenmsg: family, v0, res_id
@@ -183,7 +192,7 @@ mod dump {
 
     fn bytes_of(counters: &[u8]) -> u64 {
         attributes(counters)
-            .find(|(k, _)| *k == CTA_COUNTERS_BYTES)
+            .find(|(k, _)| *k == ATTRIBUTES.bytes)
             .and_then(|(_, v)| v.try_into().ok())
             .map_or(0, u64::from_be_bytes)
     }
@@ -207,12 +216,10 @@ mod dump {
                 _ => {
                     let (mut mark, mut bytes) = (0, 0);
                     for (k, v) in attributes(msg.get(HEADER + NFGENMSG..).unwrap_or(&[])) {
-                        match k {
-                            CTA_MARK => {
-                                mark = v.try_into().map_or(0, u32::from_be_bytes);
-                            }
-                            CTA_COUNTERS_ORIG | CTA_COUNTERS_REPLY => bytes += bytes_of(v),
-                            _ => {}
+                        if k == ATTRIBUTES.mark {
+                            mark = v.try_into().map_or(0, u32::from_be_bytes);
+                        } else if ATTRIBUTES.counters.contains(&k) {
+                            bytes += bytes_of(v);
                         }
                     }
                     each(mark, bytes);
@@ -246,10 +253,11 @@ mod dump {
         pub fn entry(mark: u32, bytes: u64) -> Vec<u8> {
             let mut body = vec![2, 0, 0, 0];
             body.extend(attr(1, &[0; 8])); // a tuple we do not read
-            body.extend(attr(CTA_MARK, &mark.to_be_bytes()));
-            let counters = attr(CTA_COUNTERS_BYTES, &bytes.to_be_bytes());
-            body.extend(attr(CTA_COUNTERS_ORIG | 0x8000, &counters));
-            body.extend(attr(CTA_COUNTERS_REPLY | 0x8000, &counters));
+            body.extend(attr(ATTRIBUTES.mark, &mark.to_be_bytes()));
+            let counters = attr(ATTRIBUTES.bytes, &bytes.to_be_bytes());
+            for kind in ATTRIBUTES.counters {
+                body.extend(attr(kind | 0x8000, &counters));
+            }
             message(0x101, &body)
         }
 
