@@ -8,7 +8,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything else: a reload or stop signal during the daemon's start-up must not
+    // kill it (see daemon::signals). Commands other than `run` unblock at once.
+    multiwan::daemon::signals::block_early();
     let args = cli::Cli::parse();
+    if !matches!(args.command, cli::Command::Run(_)) {
+        multiwan::daemon::signals::unblock();
+    }
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {

@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Proto::Icmp => Protocol::Icmp,
     };
     if let Some(uplink) = &args.from_wan {
+        super::known_uplink(&config, "--from-wan", uplink)?;
         let dport = args.dport.expect("clap requires --dport with --from-wan");
         println!(
             "{}",

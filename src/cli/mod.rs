@@ -26,15 +26,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the config file and print a one-line summary (no root needed).
-    Check(check::Args),
+    Check(ConfigArg),
     /// Print the rules, routes and sets multiwan would install (no root needed).
     Plan(plan::Args),
     /// Tell which uplink a new connection would take, and why (no root needed).
     Explain(explain::Args),
     /// Install the plan in the kernel with every uplink assumed up (root).
-    Apply(apply::Args),
+    Apply(ConfigArg),
     /// Remove every rule, route, chain and set multiwan installed, and nothing else (root).
-    Cleanup(cleanup::Args),
+    Cleanup(ConfigArg),
     /// Run the daemon: install, probe every uplink, fail over and back (root).
     Run(run::Args),
     /// Show what the running daemon is doing: states, weights, RTT, loss, reasons.
@@ -83,6 +83,9 @@ impl std::fmt::Display for Reported {
 impl std::error::Error for Reported {}
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Run(_)) {
+        quiet_on_closed_pipe();
+    }
     let result = run_command(cli);
     match result {
         Err(e) if e.is::<Reported>() => Ok(e.downcast_ref::<Reported>().expect("checked").0),
@@ -103,6 +106,20 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// An uplink named on the command line must exist (exit code 2 otherwise, as for any
+/// wrong argument).
+pub fn known_uplink(config: &Config, flag: &str, name: &str) -> anyhow::Result<()> {
+    if config.uplink(name).is_none() {
+        let known: Vec<&str> = config.uplinks.iter().map(|u| u.name.as_str()).collect();
+        eprintln!(
+            "multiwan: {flag} {name}: no such uplink (uplinks: {})",
+            known.join(", ")
+        );
+        return Err(Reported(ExitCode::from(2)).into());
+    }
+    Ok(())
+}
+
 /// `--down NAME`: uplinks to assume down; each must exist.
 pub fn observed_with_down(
     config: &Config,
@@ -110,19 +127,22 @@ pub fn observed_with_down(
 ) -> anyhow::Result<multiwan::plan::Observed> {
     let mut observed = multiwan::plan::Observed::default();
     for name in down {
-        if config.uplink(name).is_none() {
-            let known: Vec<&str> = config.uplinks.iter().map(|u| u.name.as_str()).collect();
-            eprintln!(
-                "multiwan: --down {name}: no such uplink (uplinks: {})",
-                known.join(", ")
-            );
-            return Err(Reported(ExitCode::from(2)).into());
-        }
+        known_uplink(config, "--down", name)?;
         observed
             .health
             .insert(name.clone(), multiwan::health::Health::Down);
     }
     Ok(observed)
+}
+
+/// `multiwan plan | head` should end quietly when `head` has read enough, as other tools
+/// do: the default action of SIGPIPE (Rust ignores it, and `println!` then panics). Not for
+/// the daemon, whose writes to a client that went away must only fail.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores a signal's default disposition before any thread writes.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// A single-threaded runtime for the one-shot commands that talk netlink.

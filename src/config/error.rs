@@ -36,9 +36,39 @@ pub enum ConfigError {
     Invalid { diagnostics: Vec<Diagnostic> },
 }
 
+/// At most this many diagnostics are printed; the count says how many there were.
+const SHOWN: usize = 100;
+
 fn render(diagnostics: &[Diagnostic]) -> String {
-    let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    let mut lines: Vec<String> = diagnostics
+        .iter()
+        .take(SHOWN)
+        .map(|d| d.to_string())
+        .collect();
+    if diagnostics.len() > SHOWN {
+        lines.push(format!("... and {} more", diagnostics.len() - SHOWN));
+    }
     let count = diagnostics.len();
     let noun = if count == 1 { "error" } else { "errors" };
     format!("{}\n{count} {noun}: nothing was changed", lines.join("\n"))
+}
+
+/// A value from the file as it may be shown: control characters escaped (an escape
+/// sequence must not clear a terminal, a newline must not forge another error line), and
+/// cut when long (a 10 MB value is not printed whole).
+pub fn printable(text: &str) -> String {
+    const MAX: usize = 400;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            out.push_str(&format!("... ({} characters in all)", text.chars().count()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -67,9 +67,9 @@ impl Checker<'_> {
                 health,
                 hairpin: raw.hairpin.unwrap_or(true),
             };
-            self.check_overlap(&out, &f, &p);
             out.push((p, f));
         }
+        self.forward_clashes(&out);
         out.into_iter().map(|(_, f)| f).collect()
     }
 
@@ -184,31 +184,70 @@ impl Checker<'_> {
         })
     }
 
-    fn check_overlap(
-        &mut self,
-        earlier: &[(FieldPath, PortForward)],
-        f: &PortForward,
-        p: &FieldPath,
-    ) {
-        for (ep, e) in earlier {
-            let ports_overlap = e.ports.first <= f.ports.last && f.ports.first <= e.ports.last;
-            let shared: Vec<&String> = f.uplinks.iter().filter(|u| e.uplinks.contains(u)).collect();
-            if e.protocol == f.protocol && ports_overlap && !shared.is_empty() {
-                self.error(
-                    &p.key("port"),
-                    format!(
-                        "{} {} on {} is already forwarded by `{}` ({ep})",
-                        f.protocol.name(),
-                        f.ports,
-                        shared
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        e.name
-                    ),
-                );
+    /// Two forwards may not claim the same protocol and port on the same uplink. Found by
+    /// sorting each (protocol, uplink)'s port ranges and sweeping them once, O(n log n); one
+    /// error per group of forwards that overlap, however many there are.
+    fn forward_clashes(&mut self, forwards: &[(FieldPath, PortForward)]) {
+        let mut lanes: BTreeMap<(Protocol, &str), Vec<(PortRange, usize)>> = BTreeMap::new();
+        for (i, (p, f)) in forwards.iter().enumerate() {
+            if self.reported(&p.key("port")) || self.reported(p) {
+                continue;
             }
+            for u in &f.uplinks {
+                lanes.entry((f.protocol, u)).or_default().push((f.ports, i));
+            }
+        }
+        // Each group of overlapping forwards, with the uplinks it clashes on.
+        let mut groups: BTreeMap<Vec<usize>, Vec<&str>> = BTreeMap::new();
+        for ((_, uplink), mut ranges) in lanes {
+            ranges.sort();
+            let mut group: Vec<usize> = Vec::new();
+            let mut reach = 0u16;
+            for (r, i) in ranges {
+                if !group.is_empty() && r.first > reach {
+                    if group.len() > 1 {
+                        groups
+                            .entry(std::mem::take(&mut group))
+                            .or_default()
+                            .push(uplink);
+                    }
+                    group.clear();
+                }
+                reach = if group.is_empty() {
+                    r.last
+                } else {
+                    reach.max(r.last)
+                };
+                group.push(i);
+            }
+            if group.len() > 1 {
+                groups.entry(group).or_default().push(uplink);
+            }
+        }
+        for (mut members, uplinks) in groups {
+            members.sort_unstable();
+            let names: Vec<String> = members
+                .iter()
+                .take(3)
+                .map(|i| format!("`{}` ({})", forwards[*i].1.name, forwards[*i].0))
+                .collect();
+            let more = members.len().saturating_sub(3);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let (p, f) = &forwards[members[1]];
+            self.error(
+                &p.key("port"),
+                format!(
+                    "{} forwards claim overlapping {} ports on {}: {}{more}",
+                    members.len(),
+                    f.protocol.name(),
+                    uplinks.join(", "),
+                    names.join(", ")
+                ),
+            );
         }
     }
 }

@@ -249,6 +249,19 @@ impl Checker<'_> {
 impl Config {
     /// Things that are allowed but that an admin should know: printed by `check`.
     pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(addr) = self.metrics.filter(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "metrics: {addr} is not a loopback address: anyone who can reach it reads the \
+                 router's uplinks, addresses and traffic counts over plain HTTP (bind to \
+                 127.0.0.1 and scrape through a tunnel or a reverse proxy with TLS)"
+            ));
+        }
+        out.extend(self.ha_warnings());
+        out
+    }
+
+    fn ha_warnings(&self) -> Vec<String> {
         let Some(ha) = &self.ha else {
             return Vec::new();
         };

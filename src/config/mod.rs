@@ -1,6 +1,7 @@
 //! The configuration file: its schema, and the checks that turn YAML into a [`Config`] that
 //! the rest of multiwan can trust. Every problem is reported at once with its position.
 
+mod depth;
 mod error;
 mod forwards;
 mod ha;
@@ -15,8 +16,11 @@ mod uplinks;
 mod validate;
 mod values;
 
-pub use error::{ConfigError, Diagnostic};
+pub use depth::MAX_DEPTH;
+pub use error::{ConfigError, Diagnostic, printable};
 pub use model::*;
+pub use policies::{MAX_POLICY_RULES, MAX_RULES_PER_POLICY, MAX_SET_MEMBERS};
+pub use validate::MAX_FILE_BYTES;
 pub use values::{PortRange, Span};
 
 /// Where `multiwan` looks for its config unless told otherwise.

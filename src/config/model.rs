@@ -256,6 +256,10 @@ pub struct Policy {
     pub action: PolicyAction,
 }
 
+/// A policy with more than this many sources (or destinations) keeps them in an ipset:
+/// one rule and a hash lookup instead of one rule per network.
+pub const SET_THRESHOLD: usize = 4;
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Match {
     pub sources: Vec<Ipv4Net>,
@@ -266,7 +270,21 @@ pub struct Match {
     pub destination_set: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+impl Match {
+    /// How many iptables rules the match expands to: one per source, destination and
+    /// multiport part of each port list, multiplied (a list longer than [`SET_THRESHOLD`]
+    /// matches through an ipset: one).
+    pub fn rule_count(&self) -> usize {
+        let listed = |n: usize| if n > SET_THRESHOLD { 1 } else { n.max(1) };
+        let ports = |p: &[PortRange]| PortRange::chunks(p).len().max(1);
+        listed(self.sources.len())
+            .saturating_mul(listed(self.destinations.len()))
+            .saturating_mul(ports(&self.source_ports))
+            .saturating_mul(ports(&self.destination_ports))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     Tcp,

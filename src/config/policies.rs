@@ -12,6 +12,13 @@ use super::raw::*;
 use super::validate::Checker;
 use super::values::{Net, OneOrMany};
 
+/// ipset's default `maxelem`: a set with more members cannot be filled ("Hash is full").
+pub const MAX_SET_MEMBERS: usize = 65_536;
+/// Rules one policy may expand to (sources × destinations × port groups).
+pub const MAX_RULES_PER_POLICY: usize = 1_000;
+/// Rules all policies together may expand to: every new connection may walk them.
+pub const MAX_POLICY_RULES: usize = 20_000;
+
 impl Checker<'_> {
     pub(super) fn sets(&mut self, top: &BTreeMap<String, Value>) -> Vec<DestinationSet> {
         let path = FieldPath::root().key("sets");
@@ -43,10 +50,9 @@ impl Checker<'_> {
                 v => self.typed::<OneOrMany<Net>>(&v, &p),
             };
             if let Some(n) = networks {
-                out.push(DestinationSet {
-                    name,
-                    networks: nets(Some(n)),
-                });
+                let networks = nets(Some(n));
+                self.set_members(&networks, &p, "a set member");
+                out.push(DestinationSet { name, networks });
             }
         }
         out
@@ -62,6 +68,7 @@ impl Checker<'_> {
         let items = self.list::<RawPolicy>(top, "policies");
         let mut names = HashSet::new();
         let mut out = Vec::new();
+        let mut rules = 0usize;
         for (p, raw, _) in items {
             let Some(raw) = raw else { continue };
             if let Err(e) = check_name(&raw.name, 32) {
@@ -73,6 +80,7 @@ impl Checker<'_> {
                 );
             }
             let matcher = self.matcher(raw.matcher, &p.key("match"), sets);
+            rules = rules.saturating_add(self.policy_rules(&matcher, &raw.name, &p, rules));
             let action = self.action(&raw.uplink, raw.action, raw.fallback, &p, uplinks, declared);
             if let Some(action) = action {
                 out.push(Policy {
@@ -85,6 +93,48 @@ impl Checker<'_> {
         out
     }
 
+    /// How many rules the policy expands to; an error names it when that is too many, for
+    /// itself or with the policies before it (`before` rules).
+    fn policy_rules(&mut self, m: &Match, name: &str, p: &FieldPath, before: usize) -> usize {
+        let n = m.rule_count();
+        if n > MAX_RULES_PER_POLICY {
+            self.error(
+                &p.key("match"),
+                format!(
+                    "policy `{name}` expands to {n} rules (sources × destinations × port groups); the limit is {MAX_RULES_PER_POLICY}: list more than {SET_THRESHOLD} sources or destinations (they then match through one set), or split the policy"
+                ),
+            );
+        } else if before <= MAX_POLICY_RULES && before + n > MAX_POLICY_RULES {
+            self.error(
+                &p.key("match"),
+                format!(
+                    "with policy `{name}` the policies expand to more than {MAX_POLICY_RULES} rules, which every new connection may walk: use sets for long lists"
+                ),
+            );
+        }
+        n
+    }
+
+    /// Networks that become ipset members: no `0.0.0.0/0` (hash:net cannot hold it), and no
+    /// more than ipset's default maximum.
+    fn set_members(&mut self, networks: &[ipnet::Ipv4Net], p: &FieldPath, what: &str) {
+        if let Some(i) = networks.iter().position(|n| n.prefix_len() == 0) {
+            self.error(
+                &p.index(i),
+                format!("0.0.0.0/0 cannot be {what} (it would match every address): leave the list out to match everything"),
+            );
+        }
+        if networks.len() > MAX_SET_MEMBERS {
+            self.error(
+                p,
+                format!(
+                    "{} networks: a set holds at most {MAX_SET_MEMBERS}",
+                    networks.len()
+                ),
+            );
+        }
+    }
+
     pub(super) fn matcher(&mut self, raw: RawMatch, p: &FieldPath, sets: &HashSet<&str>) -> Match {
         let m = Match {
             sources: nets(raw.source),
@@ -94,6 +144,9 @@ impl Checker<'_> {
             destination_ports: raw.destination_ports.map(|s| s.0).unwrap_or_default(),
             destination_set: raw.destination_set,
         };
+        for (list, key) in [(&m.sources, "source"), (&m.destinations, "destination")] {
+            self.set_members(list, &p.key(key), &format!("a policy's {key}"));
+        }
         let empty = m.sources.is_empty()
             && m.destinations.is_empty()
             && m.protocol == Protocol::All

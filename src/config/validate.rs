@@ -37,25 +37,35 @@ pub(crate) const TOP_KEYS: &[&str] = &[
 ];
 
 /// Collects diagnostics while reading one file.
+/// The largest config file multiwan reads (a 10 000-pin file is about 1 MiB).
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
 pub(super) struct Checker<'a> {
     text: &'a str,
     file: &'a str,
     /// Built on the first error only: a valid file never pays for a second parse.
     locator: std::cell::OnceCell<Locator>,
     diags: Vec<Diagnostic>,
+    /// The fields reported so far, so that `reported` costs a lookup, not a scan.
+    fields: HashSet<String>,
 }
 
 impl<'a> Checker<'a> {
     pub fn new(text: &'a str, file: &'a str) -> Self {
         Self {
-            text,
+            // Editors on Windows start files with a byte order mark; YAML allows it.
+            text: text.strip_prefix('\u{feff}').unwrap_or(text),
             file,
             locator: std::cell::OnceCell::new(),
             diags: Vec::new(),
+            fields: HashSet::new(),
         }
     }
 
     pub fn run(mut self) -> Result<Config, ConfigError> {
+        if !self.bounded() {
+            return Err(self.into_error());
+        }
         let top = match self.top_level() {
             Some(top) => top,
             None => return Err(self.into_error()),
@@ -68,6 +78,49 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Refuses, before any parser runs, a file too large or nested too deeply for the
+    /// parsers to be quick on.
+    fn bounded(&mut self) -> bool {
+        if self.text.len() > MAX_FILE_BYTES {
+            let message = format!(
+                "the file is {} bytes; a config file may have at most {} MiB",
+                self.text.len(),
+                MAX_FILE_BYTES >> 20
+            );
+            self.at(1, 1, "(document)", message);
+            return false;
+        }
+        if let Some((line, column, depth)) =
+            super::depth::too_deep(self.text, super::depth::MAX_DEPTH)
+        {
+            let message = format!(
+                "nested {depth} levels deep; no setting is deeper than 6 and the limit is {}",
+                super::depth::MAX_DEPTH
+            );
+            self.at(line, column, "(document)", message);
+            return false;
+        }
+        if let Some((at, tag)) = super::locate::first_tag(self.text) {
+            let message =
+                format!("YAML tags like `{tag}` are not supported: write the plain value");
+            self.at(at.line, at.column, "(document)", message);
+            return false;
+        }
+        true
+    }
+
+    /// A problem at a known position.
+    fn at(&mut self, line: usize, column: usize, field: &str, message: String) {
+        self.fields.insert(field.to_string());
+        self.diags.push(Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            field: super::error::printable(field),
+            message: super::error::printable(&message),
+        });
+    }
+
     fn into_error(mut self) -> ConfigError {
         self.diags.sort_by_key(|d| (d.line, d.column));
         ConfigError::Invalid {
@@ -78,8 +131,7 @@ impl<'a> Checker<'a> {
     /// Whether a problem was already reported at `path` (a value that failed to parse is
     /// then also absent: it must not be reported a second time as missing).
     pub(super) fn reported(&self, path: &FieldPath) -> bool {
-        let field = path.to_string();
-        self.diags.iter().any(|d| d.field == field)
+        self.fields.contains(&path.to_string())
     }
 
     pub(super) fn error(&mut self, path: &FieldPath, message: impl Into<String>) {
@@ -87,13 +139,7 @@ impl<'a> Checker<'a> {
             .locator
             .get_or_init(|| Locator::new(self.text))
             .find(path);
-        self.diags.push(Diagnostic {
-            file: self.file.to_string(),
-            line: pos.line,
-            column: pos.column,
-            field: path.to_string(),
-            message: message.into(),
-        });
+        self.at(pos.line, pos.column, &path.to_string(), message.into());
     }
 
     /// Parses the YAML and returns its top-level mapping by key.
@@ -106,13 +152,12 @@ impl<'a> Checker<'a> {
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((1, 1));
                 let message = strip_location(&e.to_string());
-                self.diags.push(Diagnostic {
-                    file: self.file.to_string(),
+                self.at(
                     line,
                     column,
-                    field: "(document)".into(),
-                    message: format!("YAML syntax error: {message}"),
-                });
+                    "(document)",
+                    format!("YAML syntax error: {message}"),
+                );
                 return None;
             }
         };
@@ -335,11 +380,13 @@ fn remove_at(value: &mut Value, steps: &[PathStep]) -> bool {
     }
 }
 
+/// `(did you mean `uplinks`?)` for a near miss, else the list of settings. Compares
+/// characters, not bytes: a key may be any Unicode text.
 fn suggestion(key: &str, known: &[&str]) -> String {
+    let head: String = key.chars().take(4).collect();
     let close = known.iter().find(|k| {
-        let (a, b) = (k.as_bytes(), key.as_bytes());
-        a.len().abs_diff(b.len()) <= 2
-            && (k.starts_with(&key[..key.len().min(4)]) || key.contains(*k))
+        k.chars().count().abs_diff(key.chars().count()) <= 2
+            && (k.starts_with(&head) || key.contains(*k))
     });
     match close {
         Some(k) => format!(" (did you mean `{k}`?)"),

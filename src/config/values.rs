@@ -113,6 +113,24 @@ impl PortRange {
         (self.first..=self.last).contains(&port)
     }
 
+    /// Splits a port list so each part fits one `-m multiport` match: 15 slots, a range
+    /// takes two.
+    pub fn chunks(ports: &[PortRange]) -> Vec<Vec<PortRange>> {
+        const MULTIPORT_MAX: usize = 15;
+        let mut chunks: Vec<Vec<PortRange>> = Vec::new();
+        let mut used = 0;
+        for p in ports {
+            let cost = if p.first == p.last { 1 } else { 2 };
+            if chunks.is_empty() || used + cost > MULTIPORT_MAX {
+                chunks.push(Vec::new());
+                used = 0;
+            }
+            chunks.last_mut().expect("pushed above").push(*p);
+            used += cost;
+        }
+        chunks
+    }
+
     /// The iptables form: `3074` or `27015:27030`.
     pub fn iptables(&self) -> String {
         if self.first == self.last {

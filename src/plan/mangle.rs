@@ -4,9 +4,9 @@
 //! router's own traffic is decided the same way from OUTPUT.
 
 use super::balance::Balance;
-use super::rules::{self, Chain, Match, Origin, Rule, TablePlan, Target};
+use super::rules::{Chain, Match, Origin, Rule, TablePlan, Target};
 use super::*;
-use crate::config::{Policy, Protocol};
+use crate::config::{Policy, PortRange, Protocol, SET_THRESHOLD};
 
 pub(super) fn mangle(
     config: &Config,
@@ -190,10 +190,6 @@ fn policy_rules(config: &Config, decisions: &[PolicyPlan]) -> Vec<Rule> {
     out
 }
 
-/// A policy with more than this many sources (or destinations) keeps them in an ipset:
-/// one rule and a hash lookup instead of one rule per network.
-pub(super) const SET_THRESHOLD: usize = 4;
-
 /// The ipset holding a long source or destination list of policy `index`. A `.` cannot
 /// appear in config set names, so it cannot clash with them.
 pub(super) fn policy_set(index: usize, dir: &str) -> String {
@@ -215,8 +211,8 @@ fn policy_matches(index: usize, policy: &Policy, mask: u32) -> Vec<Vec<Match>> {
     let m = &policy.matcher;
     let sources = listed(&m.sources);
     let destinations = listed(&m.destinations);
-    let sports = optional_list(&rules::port_chunks(&m.source_ports));
-    let dports = optional_list(&rules::port_chunks(&m.destination_ports));
+    let sports = optional_list(&PortRange::chunks(&m.source_ports));
+    let dports = optional_list(&PortRange::chunks(&m.destination_ports));
     let mut out = Vec::new();
     for s in &sources {
         for d in &destinations {

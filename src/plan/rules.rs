@@ -8,9 +8,6 @@ use serde::Serialize;
 
 use crate::config::{PortRange, Protocol};
 
-/// How many ports (a range counts twice) one `-m multiport` match takes.
-const MULTIPORT_MAX: usize = 15;
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Match {
@@ -284,22 +281,6 @@ fn target_text(t: &Target) -> String {
     }
 }
 
-/// Splits port lists so each fits one multiport match (a range takes two of its 15 slots).
-pub fn port_chunks(ports: &[PortRange]) -> Vec<Vec<PortRange>> {
-    let mut chunks: Vec<Vec<PortRange>> = Vec::new();
-    let mut used = 0;
-    for p in ports {
-        let cost = if p.first == p.last { 1 } else { 2 };
-        if chunks.is_empty() || used + cost > MULTIPORT_MAX {
-            chunks.push(Vec::new());
-            used = 0;
-        }
-        chunks.last_mut().expect("pushed above").push(*p);
-        used += cost;
-    }
-    chunks
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,7 +353,7 @@ mod tests {
     #[test]
     fn port_chunks_respect_multiport_limit() {
         let ports: Vec<PortRange> = (1..=10).map(|p| range(p * 100, p * 100 + 5)).collect();
-        let chunks = port_chunks(&ports);
+        let chunks = PortRange::chunks(&ports);
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0].len(), 7);
         assert_eq!(chunks[1].len(), 3);

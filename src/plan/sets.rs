@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
-use super::mangle::{SET_THRESHOLD, policy_set};
+use super::mangle::policy_set;
 use super::*;
+use crate::config::SET_THRESHOLD;
 
 /// A `hash:net` ipset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
