@@ -359,3 +359,52 @@ fn a_master_that_loses_an_uplink_cable_hands_over_and_its_connections_follow() {
         lab.logs()
     );
 }
+
+/// Cutting the sync link while both routers live must not make two masters: the VRRP
+/// adverts travel on the LAN. The master keeps forwarding; its connections live on.
+#[test]
+fn a_cut_sync_link_leaves_exactly_one_master() {
+    let Some(lab) = pair(Options::default()) else {
+        return;
+    };
+    let conns = lab.connect(20);
+    assert_eq!(count(&conns.alive(1, ECHO_LIMIT)), 20);
+    lab.exec(2, &["ip", "link", "set", "sync0", "down"]);
+    // Far longer than keepalived's master-down interval (3 adverts of 200 ms).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(lab.holds_gateway(1), "{}", lab.logs());
+    assert!(!lab.holds_gateway(2), "two masters:\n{}", lab.logs());
+    assert_eq!(lab.role(1).as_deref(), Some("master"), "{}", lab.logs());
+    assert_ne!(lab.role(2).as_deref(), Some("master"), "{}", lab.logs());
+    let alive = conns.alive(2, ECHO_LIMIT);
+    assert_eq!(count(&alive), 20, "{}", lab.logs());
+    lab.exec(2, &["ip", "link", "set", "sync0", "up"]);
+}
+
+/// keepalived accepts the rendered config as it is, script security on: `keepalived -t`
+/// exits 0 in a router's namespace, where the interfaces exist.
+#[test]
+fn keepalived_accepts_the_rendered_config() {
+    let Some(lab) = pair(Options::default()) else {
+        return;
+    };
+    let conf = lab.ha_dir(1).join("keepalived.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("enable_script_security"), "{text}");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns("r1"), "keepalived", "-t", "-f"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "keepalived -t: {:?}\n{said}",
+        out.status
+    );
+    assert!(!said.contains("SECURITY VIOLATION"), "{said}");
+}

@@ -67,7 +67,10 @@ pub fn conntrackd_runtime(config: &Config, ha: &Ha, kind: &str) -> PathBuf {
     dir.join(format!("conntrackd-{}.{kind}", ha.node))
 }
 
-/// keepalived.conf: one VRRP instance over the sync link holding every shared address.
+/// keepalived.conf: one VRRP instance holding every shared address, its adverts sent on
+/// the (first) LAN segment, where the shared gateway address lives. The election then
+/// follows what the LAN's hosts see: cutting the sync link leaves exactly one master (it
+/// only stops conntrackd's sync), and a node whose LAN link dies goes to FAULT.
 pub fn keepalived(config: &Config, ctx: &Context) -> Result<String, RenderError> {
     let ha = ha_of(config)?;
     let binary = checked("the multiwan binary", &ctx.binary)?;
@@ -85,22 +88,20 @@ pub fn keepalived(config: &Config, ctx: &Context) -> Result<String, RenderError>
     let _ = writeln!(o, "global_defs {{");
     let _ = writeln!(o, "    router_id multiwan-{}", ha.node);
     let _ = writeln!(o, "    vrrp_version 3");
+    // keepalived runs the notify commands only if no one but root can change them.
     let _ = writeln!(o, "    script_user root");
+    let _ = writeln!(o, "    enable_script_security");
     let _ = writeln!(o, "}}\n");
     let _ = writeln!(o, "vrrp_instance multiwan {{");
     // Both nodes start as backup: the higher priority wins the election, and a returning
     // node waits `preempt_delay` (its conntrack resync) before taking over.
     let _ = writeln!(o, "    state BACKUP");
-    let _ = writeln!(o, "    interface {}", ha.sync_interface);
-    // On a direct cable the peer's death takes our carrier too: that must not put this
-    // node in FAULT, it is exactly when it has to take over.
-    let _ = writeln!(o, "    dont_track_primary");
+    let lan = config.lan_interfaces.first().map_or("lan0", String::as_str);
+    let _ = writeln!(o, "    interface {lan}");
     let _ = writeln!(o, "    virtual_router_id {}", ha.virtual_router_id);
     let _ = writeln!(o, "    priority {}", ha.priority);
     let _ = writeln!(o, "    advert_int {}", centiseconds(ha.advert_interval));
     let _ = writeln!(o, "    preempt_delay {}", ha.preempt_delay.as_secs());
-    let _ = writeln!(o, "    unicast_src_ip {}", ctx.sync_address);
-    let _ = writeln!(o, "    unicast_peer {{\n        {}\n    }}", ha.peer);
     let _ = writeln!(o, "    virtual_ipaddress {{");
     for (lan, addr) in config.lan_interfaces.iter().zip(&ha.lan_addresses) {
         let _ = writeln!(o, "        {addr} dev {lan}");
@@ -111,10 +112,11 @@ pub fn keepalived(config: &Config, ctx: &Context) -> Result<String, RenderError>
         }
     }
     let _ = writeln!(o, "    }}");
-    // A node without its LAN is useless as master: FAULT. An uplink's link only weighs.
+    // A node without its LAN is useless as master: FAULT (the instance's own interface is
+    // tracked anyway). An uplink's link only weighs.
     let _ = writeln!(o, "    track_interface {{");
-    for lan in &config.lan_interfaces {
-        let _ = writeln!(o, "        {lan}");
+    for other in config.lan_interfaces.iter().skip(1) {
+        let _ = writeln!(o, "        {other}");
     }
     for u in &config.uplinks {
         let _ = writeln!(o, "        {} weight {UPLINK_LINK_WEIGHT}", u.interface);

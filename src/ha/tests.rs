@@ -27,17 +27,15 @@ fn ctx() -> Context {
 fn keepalived_holds_every_shared_address_and_notifies_multiwan() {
     let text = keepalived(&profile("ha-pair-r1.yaml"), &ctx()).unwrap();
     for line in [
-        "    interface sync0",
+        "    enable_script_security",
+        "    interface lan0",
         "    virtual_router_id 51",
         "    priority 150",
         "    advert_int 0.2",
         "    preempt_delay 30",
-        "    unicast_src_ip 10.60.0.1",
-        "        10.60.0.2",
         "        10.50.0.1/24 dev lan0",
         "        100.70.1.1/24 dev wan1",
         "        100.70.2.1/24 dev wan2",
-        "        lan0",
         "        wan1 weight -100",
         "    notify_master \"/usr/sbin/multiwan ha notify master --config /etc/multiwan/multiwan.yaml\"",
         "    notify_backup \"/usr/sbin/multiwan ha notify backup --config /etc/multiwan/multiwan.yaml\"",
@@ -49,6 +47,10 @@ fn keepalived_holds_every_shared_address_and_notifies_multiwan() {
         );
     }
     assert_eq!(text.matches('{').count(), text.matches('}').count());
+    // Adverts go on the LAN, not over the sync link: cutting the sync link must not make
+    // both nodes master.
+    assert!(!text.contains("unicast"), "{text}");
+    assert!(!text.contains("sync0"), "{text}");
 }
 
 #[test]

@@ -196,12 +196,17 @@ ha:
     }
 
     /// Starts node k as a router boots: conntrackd, the agent, then keepalived.
+    /// Where `ha render` writes router `k`'s keepalived and conntrackd configs.
+    pub fn ha_dir(&self, k: u8) -> PathBuf {
+        self.dir.join(format!("r{k}"))
+    }
+
     pub fn start(&mut self, k: u8) {
         self.write_config(k);
         let config = self.config_path(k);
         let config = config.to_str().unwrap();
         self.multiwan(k, &["ha", "render", "-c", config]);
-        let ha_dir = self.dir.join(format!("r{k}"));
+        let ha_dir = self.ha_dir(k);
         if self.options.sync {
             let conf = ha_dir.join("conntrackd.conf");
             self.spawn(
