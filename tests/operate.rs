@@ -273,18 +273,31 @@ fn hooks_get_every_variable_and_a_hanging_hook_is_killed() {
     let record = lab.file(
         "record.sh",
         &format!(
-            "#!/bin/sh\nenv | grep ^MULTIWAN_ | sort >> {}\necho recorded\n",
+            "#!/bin/sh\nenv | sort >> {}\necho recorded\nhead -c 200000 /dev/zero | tr '\\0' x\n",
             out.display()
         ),
     );
-    let hang = lab.file("hang.sh", "#!/bin/sh\nsleep 30\n");
-    for p in [&record, &hang] {
+    // A hook that leaves a child behind in the background, then hangs itself.
+    let hang = lab.file("hang.sh", "#!/bin/sh\nsleep 31 &\nsleep 30\n");
+    // A hook anyone may edit: it must never run as root.
+    let unsafe_dir = lab.file("unsafe", "");
+    std::fs::remove_file(&unsafe_dir).unwrap();
+    std::fs::create_dir(&unsafe_dir).unwrap();
+    std::fs::set_permissions(&unsafe_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = unsafe_dir.join("planted.sh");
+    std::fs::write(
+        &planted,
+        format!("#!/bin/sh\necho planted >> {}\n", out.display()),
+    )
+    .unwrap();
+    for p in [&record, &hang, &planted] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let extra = format!(
-        "hooks: [{}, {}]\nhook_timeout: 1s\n",
+        "hooks: [{}, {}, {}]\nhook_timeout: 1s\n",
         record.display(),
-        hang.display()
+        hang.display(),
+        unsafe_dir.display()
     );
     let daemon = lab.daemon(&lab.file("multiwan.yaml", &format!("{CONFIG}{extra}")));
     let t = Instant::now();
@@ -323,13 +336,35 @@ fn hooks_get_every_variable_and_a_hanging_hook_is_killed() {
     );
     assert!(
         daemon.log_text().contains("stdout=recorded"),
-        "hook output is logged"
+        "hook output is logged: {}",
+        daemon.log_text()
+    );
+    // Only PATH and the hook's own variables: nothing of the daemon's environment.
+    let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("MULTIWAN_") || ["PATH", "PWD", "SHLVL", "_"].contains(n)),
+        "{names:?}"
+    );
+    assert!(!env.contains("RUST_LOG"), "{env}");
+    assert!(
+        !env.contains("planted"),
+        "a hook others can edit never runs"
+    );
+    assert!(
+        daemon.log_text().contains("hook not run"),
+        "{}",
+        daemon.log_text()
     );
     let sleeping = Command::new("pgrep")
-        .args(["-f", &hang.to_string_lossy()])
+        .args(["-f", "sleep 3[01]"])
         .output()
         .unwrap();
-    assert!(sleeping.stdout.is_empty(), "the hanging hook was killed");
+    assert!(
+        sleeping.stdout.is_empty(),
+        "the hanging hook and the child it left behind were killed"
+    );
 }
 
 #[test]
@@ -408,6 +443,11 @@ fn systemd_unit_passes_verify() {
         .arg(&path)
         .output()
         .expect("systemd-analyze (apt-get install systemd)");
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
@@ -419,6 +459,30 @@ fn systemd_unit_passes_verify() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The daemon is root on the box that carries everyone's traffic: what systemd can
+    // confine, it confines (/proc/sys read-only but for net, no namespaces, a syscall filter).
+    let report = String::from_utf8_lossy(&security.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for multiwan.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}"));
+    assert!(exposure <= 2.5, "exposure {exposure} > 2.5:\n{report}");
+    for line in [
+        "ProtectKernelTunables=yes",
+        "ReadWritePaths=/proc/sys/net",
+        "ReadWritePaths=/run/xtables.lock",
+        "ExecStartPre=+/usr/bin/touch /run/xtables.lock",
+        "RestrictNamespaces=yes",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
+    }
 }
 
 #[test]
@@ -457,49 +521,131 @@ fn install_script_stages_files_and_keeps_an_existing_config() {
 
 #[test]
 fn the_control_group_may_read_status_but_only_root_sets_the_ha_role() {
-    use std::os::unix::fs::PermissionsExt;
     if !lab::available() {
         return;
     }
     let lab = Lab::new(2);
     let socket = lab.socket();
+    // `adm` (gid 4) is in every Debian base system; the peers are the nobody user with the
+    // group as a *supplementary* group, the way `usermod -aG adm` makes a member.
     let config = lab.file(
         "multiwan.yaml",
         &format!(
-            "{CONFIG}control: {{socket: {}, group: nogroup}}\n",
+            "{CONFIG}control: {{socket: {}, group: adm}}\n",
             socket.display()
         ),
     );
     let _daemon = lab.daemon(&config);
-    std::fs::set_permissions(
-        socket.parent().unwrap(),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let as_group_member = |request: &str| {
+    let ask = |groups: &str, request: &str| {
         let mut child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "socat",
-                "-",
-            ])
+            .args(["--reuid=65534", "--regid=65534", groups, "socat", "-"])
             .arg(format!("UNIX-CONNECT:{}", socket.display()))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{request}\n").as_bytes())
-            .unwrap();
-        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+        let _ = child.stdin.take().unwrap().write_all(request.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
-    assert!(as_group_member("status").contains("\"uplinks\""));
-    let answer = as_group_member("ha-role master");
+    let member = "--groups=4";
+    assert!(ask(member, "status\n").contains("\"uplinks\""));
+    let answer = ask(member, "ha-role master\n");
     assert!(answer.contains("only root may set the HA role"), "{answer}");
+    // Without the group: the socket's mode refuses the connection itself.
+    let answer = ask("--clear-groups", "status\n");
+    assert!(answer.contains("ermission denied"), "{answer}");
+    assert!(!answer.contains("uplinks"), "{answer}");
+    // A request is one line of at most 4 KiB.
+    let answer = ask(member, &"x".repeat(10_000));
+    assert!(answer.contains("at most 4096 bytes"), "{answer}");
+}
+
+#[test]
+fn ha_render_writes_only_where_root_alone_can_write_and_never_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // the trust check needs root-owned directories
+    }
+    let dir = std::env::temp_dir().join(format!("mw-render-{}", std::process::id()));
+    let out = dir.join("ha");
+    std::fs::create_dir_all(&out).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("keepalived.conf")).unwrap();
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ha-pair-r1.yaml");
+    let render = |to: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_multiwan"))
+            .args([
+                "ha",
+                "render",
+                "-c",
+                profile,
+                "--sync-address",
+                "10.60.0.1",
+                "--out",
+            ])
+            .arg(to)
+            .output()
+            .unwrap()
+    };
+    let done = render(&out);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let written = std::fs::symlink_metadata(out.join("keepalived.conf")).unwrap();
+    assert!(
+        written.file_type().is_file(),
+        "the planted symlink was replaced, not followed"
+    );
+    let open = dir.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = render(&open);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("writable by everyone"), "{err}");
+}
+
+#[test]
+fn the_control_socket_never_replaces_a_file_or_lives_where_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let precious = lab.file("passwd", "root:x:0:0\n");
+    let config = lab.file(
+        "multiwan.yaml",
+        &format!("{CONFIG}control: {{socket: {}}}\n", precious.display()),
+    );
+    let daemon = lab.daemon(&config);
+    daemon.expect(
+        "is not a socket: it is not replaced",
+        Duration::from_secs(5),
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root:x:0:0\n");
+    drop(daemon);
+    let open = lab.file("open", "");
+    std::fs::remove_file(&open).unwrap();
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = lab.file(
+        "open.yaml",
+        &format!("{CONFIG}control: {{socket: {}/s.sock}}\n", open.display()),
+    );
+    let daemon = lab.daemon(&config);
+    daemon.expect("writable by everyone", Duration::from_secs(5));
+    assert!(!open.join("s.sock").exists());
 }
