@@ -8,8 +8,14 @@
 //!    re-reads and compares every rule each second), against the same daemon with no pins:
 //!    kernel work must not delay the probes.
 //!
+//! 4. Drift: another tool removes multiwan's state (`nft flush ruleset`, a mangle flush,
+//!    an ipset flush, its ip rules, its routes), five times each, with the daemon running:
+//!    time to repair, false downs, connections lost.
+//! 5. Failover under load: quiet, then while 500 slow clients hold the metrics port and
+//!    100 clients ask for status in a loop.
+//!
 //! Run: `cargo bench --bench failover` (all), or name sections: `-- outage`, `-- cost`,
-//! `-- rtt`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
+//! `-- rtt`, `-- drift`, `-- load`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -59,6 +65,12 @@ fn main() {
     }
     if wanted("rtt") {
         probe_rtt();
+    }
+    if wanted("drift") {
+        drift();
+    }
+    if wanted("load") {
+        load();
     }
 }
 
@@ -421,4 +433,286 @@ fn percentiles(us: &[u64]) -> (f64, f64, f64) {
     let at =
         |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
     (at(0.5), at(0.99), *v.last().unwrap() as f64 / 1000.0)
+}
+
+/// How long one disruption of multiwan's own state took to be repaired.
+struct Repair {
+    what: &'static str,
+    times: Vec<Duration>,
+}
+
+const DRIFT_CONFIG: &str = "lan_interfaces: [lan0]
+uplinks:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+sets:
+  streaming: [203.0.113.0/25]
+policies:
+  - {name: console, match: {source: 10.0.0.50}, uplink: isp1}
+  - {name: streaming, match: {destination_set: streaming}, uplink: isp2}
+";
+
+/// The disruptions another tool causes, the shell words to cause each, and how to see it
+/// repaired.
+const DISRUPTIONS: &[(&str, &str, &str)] = &[
+    ("nft flush ruleset", "nft flush ruleset", "mangle"),
+    ("iptables -t mangle -F", "iptables -t mangle -F", "mangle"),
+    ("ipset flush", "ipset flush", "ipset"),
+    (
+        "delete multiwan's ip rules",
+        "for p in $(ip rule show | awk -F: '$1 >= 10000 && $1 < 11000 {print $1}'); do ip rule del pref $p; done",
+        "rules",
+    ),
+    (
+        "flush multiwan's routes",
+        "ip route flush table 101; ip route flush table 102",
+        "routes",
+    ),
+];
+
+/// Whether the router shows `kind` of multiwan's state as installed.
+fn repaired(lab: &Lab, kind: &str) -> bool {
+    let out = |argv: &[&str]| String::from_utf8_lossy(&lab.exec("rt", argv).stdout).into_owned();
+    match kind {
+        "mangle" => {
+            let save = out(&["iptables-save", "-t", "mangle"]);
+            save.contains("-j MULTIWAN_PREROUTING") && save.contains("-A MULTIWAN_POLICY")
+        }
+        "ipset" => out(&["ipset", "list", "multiwan_streaming"]).contains("203.0.113.0/25"),
+        "rules" => {
+            let rules = out(&["ip", "rule", "show"]);
+            ["10000:", "10101:", "10102:", "10201:", "10202:"]
+                .iter()
+                .all(|p| rules.contains(p))
+        }
+        _ => {
+            out(&["ip", "route", "show", "table", "101"]).contains("default via")
+                && out(&["ip", "route", "show", "table", "102"]).contains("default via")
+        }
+    }
+}
+
+/// Each disruption five times against the running daemon: time until repaired, false
+/// downs, and whether connections held on both uplinks lived through it all.
+fn drift() {
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("drift.yaml", DRIFT_CONFIG);
+    let daemon = lab.daemon(&path);
+    let mut held: Vec<Held> = (0..10).map(|_| Held::open(&lab)).collect();
+    let mut results = Vec::new();
+    for (what, command, kind) in DISRUPTIONS {
+        let mut r = Repair {
+            what,
+            times: Vec::new(),
+        };
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(700));
+            let t = Instant::now();
+            lab.exec_ok("rt", &["sh", "-c", command]);
+            while !repaired(&lab, kind) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r.times.push(t.elapsed());
+        }
+        results.push(r);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let downs = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("to=down"))
+        .count();
+    let alive = held.iter_mut().map(|h| h.ping()).filter(|ok| *ok).count();
+    let via: Vec<Ipv4Addr> = held.iter().map(|h| h.seen).collect();
+    println!("## Another tool removes multiwan's state (each 5 times, daemon running)");
+    println!("| disruption | repaired: median | worst |");
+    println!("|---|---|---|");
+    for r in &results {
+        let mut t: Vec<f64> = r.times.iter().map(Duration::as_secs_f64).collect();
+        t.sort_by(f64::total_cmp);
+        println!(
+            "| {} | {:.3} s | {:.3} s |",
+            r.what,
+            t[t.len() / 2],
+            t[t.len() - 1]
+        );
+    }
+    println!(
+        "False downs: {downs}. Connections held through all 25 disruptions: {alive} of {} alive (on isp1: {}, isp2: {}).",
+        held.len(),
+        via.iter().filter(|a| **a == uplink_addr(1)).count(),
+        via.iter().filter(|a| **a == uplink_addr(2)).count()
+    );
+    println!();
+}
+
+/// A connection from the LAN that stays open; `ping` proves it still works.
+struct Held {
+    stream: std::net::TcpStream,
+    seen: Ipv4Addr,
+}
+
+impl Held {
+    fn open(lab: &Lab) -> Held {
+        lab.in_ns("lan", || {
+            let mut stream = lab::connect_from(LAN_CLIENT, ECHO, ECHO_PORT).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let seen = lab::read_line(&mut stream).unwrap().parse().unwrap();
+            Held { stream, seen }
+        })
+    }
+
+    fn ping(&mut self) -> bool {
+        use std::io::Write;
+        let mut buf = [0u8; 4];
+        self.stream.write_all(b"ping").is_ok()
+            && self.stream.read_exact(&mut buf).is_ok()
+            && &buf == b"ping"
+    }
+}
+
+const LOAD_CONFIG: &str = "lan_interfaces: [lan0]
+uplinks:
+  - {name: primary, interface: wan1, gateway: 100.64.1.1, tier: 1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+  - {name: backup, interface: wan2, gateway: 100.64.2.1, tier: 2, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+metrics: 127.0.0.1:9273
+";
+
+/// Failover, quiet and then while 500 slow clients hold the metrics port and 100 clients
+/// ask for status in a loop: medians side by side, and the daemon's open files and memory.
+fn load() {
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("load.yaml", LOAD_CONFIG);
+    let daemon = lab.daemon(&path);
+    let socket = lab.socket();
+    let pid = daemon_pid(&daemon);
+    let quiet = trials(&lab, 10);
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = slow_metrics_clients(&lab, 500, stop.clone());
+    let status = status_clients(&socket, 100, stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let (fds_before, rss_before) = (open_files(pid), rss_kb(pid));
+    let loaded = trials(&lab, 10);
+    let (fds, rss) = (open_files(pid), rss_kb(pid));
+    stop.store(true, Ordering::Relaxed);
+    let answered: u64 = status.into_iter().map(|t| t.join().unwrap()).sum();
+    let reconnects = slow.join().unwrap();
+    drop(daemon);
+    let (q, _) = stats(&quiet.iter().map(|t| t.1).collect::<Vec<_>>());
+    let (l, lw) = stats(&loaded.iter().map(|t| t.1).collect::<Vec<_>>());
+    let (_, qw) = stats(&quiet.iter().map(|t| t.1).collect::<Vec<_>>());
+    println!("## Failover under load (10 outages each, all new connections via the backup)");
+    println!("| while | median | worst |");
+    println!("|---|---|---|");
+    println!("| quiet | {q:.2} s | {qw:.2} s |");
+    println!(
+        "| 500 slow clients on /metrics, 100 clients asking status in a loop | {l:.2} s | {lw:.2} s |"
+    );
+    println!("| ratio (loaded / quiet), medians | {:.2} | |", l / q);
+    println!(
+        "Status answers during the loaded trials: {answered}; slow clients cut off and reconnected: {reconnects}."
+    );
+    println!(
+        "Daemon under load: {fds_before} -> {fds} open files, {:.1} -> {:.1} MB RSS.",
+        rss_before as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!();
+}
+
+fn trials(lab: &Lab, n: usize) -> Vec<Trial> {
+    (0..n)
+        .map(|i| {
+            wait_all_via(lab, uplink_addr(1), Duration::from_secs(15));
+            let t = outage(lab, i);
+            lab.blackhole(1, false);
+            t
+        })
+        .collect()
+}
+
+/// The pid of `multiwan run` itself (the daemon was started through `ip netns exec`,
+/// which execs it: the same pid).
+fn daemon_pid(daemon: &lab::Daemon) -> u32 {
+    daemon.child.id()
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` clients that connect to the metrics port and send one byte every 2 s, reconnecting
+/// whenever the daemon cuts them off. Returns how many times they were cut off.
+fn slow_metrics_clients(
+    lab: &Lab,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let path = format!("/var/run/netns/{}", lab.ns("rt"));
+    std::thread::spawn(move || {
+        lab::enter_netns(&path);
+        let addr: std::net::SocketAddr = "127.0.0.1:9273".parse().unwrap();
+        let connect =
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok();
+        let mut clients: Vec<Option<std::net::TcpStream>> = (0..n).map(|_| connect()).collect();
+        let mut cut = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for c in clients.iter_mut() {
+                use std::io::Write;
+                let alive = c.as_mut().is_some_and(|s| s.write_all(b"G").is_ok());
+                if !alive {
+                    cut += 1;
+                    *c = connect();
+                }
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        cut
+    })
+}
+
+/// `n` clients asking for status over and over (the control socket is a file: no
+/// namespace needed). Each returns how many answers it got.
+fn status_clients(
+    socket: &std::path::Path,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..n)
+        .map(|_| {
+            let (socket, stop) = (socket.to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    use std::io::Write;
+                    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let mut answer = String::new();
+                    if s.write_all(b"status\n").is_ok()
+                        && s.read_to_string(&mut answer).is_ok()
+                        && answer.contains("\"uplinks\"")
+                    {
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect()
 }

@@ -302,6 +302,42 @@ fn reload_refuses_a_broken_file_and_applies_a_good_one() {
     assert!(old.ping(), "old connections are untouched");
 }
 
+/// A reload the kernel refuses (here: another tool owns an ipset of the name the new config
+/// needs, with another type) puts the previous config back, and says so in status.
+#[test]
+fn reload_the_kernel_refuses_keeps_the_previous_config_running() {
+    let Some((lab, daemon, path)) = start(&config((90, 10), "")) else {
+        return;
+    };
+    let mut old = Held::open(&lab, lab::LAN_CLIENT);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = lab.snapshot("rt");
+    lab.exec_ok("rt", &["ipset", "create", "multiwan_video", "hash:ip"]);
+    let extra = format!(
+        "sets:\n  video: [203.0.113.0/25]\npolicies:\n  - {{name: video, match: {{destination_set: video}}, uplink: isp2}}\ncontrol: {{socket: {}}}\n",
+        lab.socket().display()
+    );
+    std::fs::write(&path, config((10, 90), &extra)).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.expect("config reloaded", Duration::from_secs(5));
+    daemon.expect(
+        "reload refused: still running the previous config; its rules are installed again",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // The other tool's set carried multiwan's prefix: the reconcile removed it as stale.
+    assert_eq!(lab.snapshot("rt"), before, "the previous rules are back");
+    let shares = lab.seen(200);
+    let isp1 = *shares.get(&uplink_addr(1)).unwrap_or(&0);
+    assert!(isp1 > 150, "the old weights 90/10 still apply: {shares:?}");
+    assert!(old.ping(), "old connections are untouched");
+    let status = lab.multiwan_ok(&["status", "--json", "-c", &path]);
+    let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(json["last_reload"]["ok"], false, "{status}");
+    let why = json["last_reload"]["error"].as_str().unwrap_or("");
+    assert!(why.contains("ipset"), "{why}");
+}
+
 #[test]
 fn restart_after_kill_9_reconciles_to_the_same_state() {
     let Some((lab, daemon, path)) = start(&config((70, 30), "")) else {
@@ -594,4 +630,113 @@ fn a_1000_pin_failover_swap_and_flush_do_not_delay_the_probes() {
         worst <= 0.55,
         "a round of isp2 was delayed by the failover: {worst:.3} s between rounds {rounds:?}"
     );
+}
+
+/// A reload (or stop) signal that arrives while the daemon is still installing its rules
+/// must not kill it with the signal's default action.
+#[test]
+fn a_sighup_during_start_up_is_not_fatal() {
+    if !lab::available() {
+        return;
+    }
+    let mut text = config((50, 50), "policies:\n");
+    for i in 0..500 {
+        text.push_str(&format!(
+            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
+            i / 250,
+            i % 250 + 1,
+            i % 2 + 1
+        ));
+    }
+    let lab = Lab::new(2);
+    let path = lab.file("slow-start.yaml", &text);
+    let mut daemon = lab.spawn_daemon(&path, "info");
+    let pid = daemon.child.id();
+    // `ip netns exec` execs multiwan in the same process: wait for that, then a moment.
+    let start = Instant::now();
+    while !std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|e| e.to_string_lossy().contains("multiwan"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "multiwan never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    let mut sent = 0;
+    while !daemon.log_text().contains("started: rules installed") {
+        assert!(
+            daemon.alive(),
+            "a SIGHUP during start-up killed the daemon (after {sent})"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{}",
+            daemon.log_text()
+        );
+        daemon.signal(libc::SIGHUP);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(sent > 0, "the start-up was too quick to test");
+    daemon.expect("config reloaded", Duration::from_secs(5));
+    assert!(daemon.alive());
+}
+
+/// Another tool deletes multiwan's ip rules (a firewall script, `ip rule flush`, a network
+/// manager), flushes its routes, or flushes nf_tables: the probes are steered by those
+/// rules, so this must not look like dead ISPs (no down, no connections deleted), and all
+/// of it is back within a second.
+#[test]
+fn another_tool_removing_multiwans_state_is_repaired_without_a_false_down() {
+    let Some((lab, daemon, _)) = start(&config((50, 50), "")) else {
+        return;
+    };
+    let mut held: Vec<Held> = (0..10).map(|_| Held::open(&lab, lab::LAN_CLIENT)).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let rules_back = |lab: &Lab| {
+        let rules = lab.exec_ok("rt", &["ip", "rule", "show"]);
+        ["10000:", "10101:", "10102:", "10201:", "10202:"]
+            .iter()
+            .all(|p| rules.contains(p))
+    };
+    let routes_back = |lab: &Lab| {
+        lab.exec_ok("rt", &["ip", "route", "show", "table", "101"])
+            .contains("default via")
+    };
+    let chains_back = |lab: &Lab| {
+        lab.exec_ok("rt", &["iptables-save", "-t", "mangle"])
+            .contains("-j MULTIWAN_PREROUTING")
+    };
+    type Repaired<'a> = &'a dyn Fn(&Lab) -> bool;
+    let disruptions: [(&str, Repaired); 3] = [
+        (
+            "for p in $(ip rule show | awk -F: '$1 >= 10000 && $1 < 11000 {print $1}'); do ip rule del pref $p; done",
+            &rules_back,
+        ),
+        ("ip route flush table 101", &routes_back),
+        ("nft flush ruleset", &chains_back),
+    ];
+    for (command, back) in disruptions {
+        for _ in 0..3 {
+            let t = Instant::now();
+            lab.exec_ok("rt", &["sh", "-c", command]);
+            while !back(&lab) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(1),
+                    "`{command}` not repaired within 1 s:\n{}",
+                    daemon.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    }
+    let log = daemon.log_text();
+    assert!(!log.contains("to=down"), "a false down:\n{log}");
+    assert!(!log.contains("conntrack entries deleted"), "{log}");
+    for h in held.iter_mut() {
+        assert!(h.ping(), "a connection on a healthy uplink was lost");
+    }
 }

@@ -565,3 +565,39 @@ uplinks:
     };
     assert_eq!(strip(&lab.snapshot("rt")), strip(&before));
 }
+
+/// iptables-restore commits each table on its own: when the nat part of a transaction is
+/// refused, the mangle part that went in before it is taken out again, so a failed apply
+/// leaves every table as it was.
+#[test]
+fn a_refused_table_leaves_the_others_as_they_were() {
+    use multiwan::plan::{Observed, Plan, Rule, Target};
+    let Some((lab, _)) = lab_with(2, BASE) else {
+        return;
+    };
+    let before = lab.snapshot("rt");
+    let other = BASE.replace("weight: 70", "weight: 10");
+    let config = multiwan::config::parse(&other, "other.yaml").unwrap();
+    let mut plan = Plan::build(&config, &Observed::default());
+    plan.nat.chains[0].rules.push(Rule::new(
+        vec![],
+        Target::Dnat("not-an-address".into()),
+        "refused by the kernel",
+    ));
+    let result = lab.in_ns("rt", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(multiwan::kernel::netfilter::apply(&plan))
+            .map(|_| ())
+            .map_err(|e| multiwan::error_chain(&e))
+    });
+    let error = result.expect_err("the nat table is refused");
+    assert!(error.contains("nat"), "{error}");
+    assert_eq!(
+        lab.snapshot("rt"),
+        before,
+        "the new balance chain of the mangle table was taken out again"
+    );
+}

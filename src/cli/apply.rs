@@ -8,14 +8,8 @@ use multiwan::kernel::sysctl;
 
 use super::ConfigArg;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub config: ConfigArg,
-}
-
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = args.config.load()?;
+pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
+    let mut config = args.load()?;
     let rt = super::runtime()?;
     let applied = rt.block_on(async {
         let installer = Installer::new()?;

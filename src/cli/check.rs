@@ -7,17 +7,20 @@ use multiwan::plan::Family;
 
 use super::ConfigArg;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub config: ConfigArg,
-}
-
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.config.load()?;
-    println!("{}: OK: {}", args.config.config.display(), config.summary());
+pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    println!("{}: OK: {}", args.config.display(), config.summary());
     for warning in config.warnings() {
         println!("warning: {warning}");
+    }
+    for hook in &config.hooks {
+        if let Err(e) = multiwan::files::trusted(hook) {
+            println!(
+                "warning: hooks: {} will not be run: {} (only root may be able to change what root runs)",
+                hook.display(),
+                multiwan::error_chain(&e)
+            );
+        }
     }
     let drops = || {
         let rt = super::runtime().ok()?;

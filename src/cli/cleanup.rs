@@ -6,14 +6,8 @@ use multiwan::kernel::install::Installer;
 
 use super::ConfigArg;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub config: ConfigArg,
-}
-
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.config.load()?;
+pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
     let rt = super::runtime()?;
     let removed = rt.block_on(async {
         let installer = Installer::new()?;

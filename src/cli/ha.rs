@@ -2,7 +2,7 @@
 //! configs, `notify` is what keepalived runs on a role change, `check-peer` compares the
 //! two nodes' configs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use multiwan::config::Config;
@@ -102,21 +102,13 @@ fn render_files(args: RenderArgs) -> anyhow::Result<ExitCode> {
         ("keepalived.conf", keepalived),
         ("conntrackd.conf", conntrackd),
     ] {
-        let path = dir.join(name);
-        write_atomically(&path, &text)?;
+        // keepalived runs what this file names as root: only a directory no one else can
+        // write is good enough, and the file is never written through a planted symlink.
+        let path = multiwan::files::write_atomically(&dir, name, &text)
+            .map_err(|e| anyhow::anyhow!("cannot write {name} in {}: {e}", dir.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Readers (a keepalived reload) see the old file or the new one, never half of it.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("conf.new");
-    std::fs::write(&tmp, text)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", path.display()))?;
-    Ok(())
 }
 
 fn sync_address_of(interface: &str) -> anyhow::Result<std::net::Ipv4Addr> {

@@ -26,6 +26,17 @@ pub struct Status {
     /// Present on a node of an HA pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaStatus>,
+    /// How the last reload went (absent until one happened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<ReloadStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub at_unix: f64,
+    /// Why it failed: the file's errors, or what the kernel refused.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -112,6 +112,14 @@ pub fn render(status: &Status, now_unix: f64) -> String {
     if let Some(ha) = &status.ha {
         render_ha(&mut out, ha, now_unix);
     }
+    if let Some(r) = status.last_reload.as_ref().filter(|r| !r.ok) {
+        let _ = writeln!(
+            out,
+            "\nLAST RELOAD FAILED {} ago, the previous config runs on: {}",
+            ago(now_unix - r.at_unix),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
     out
 }
 
@@ -154,7 +162,7 @@ fn render_ha(out: &mut String, ha: &HaStatus, now_unix: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::{LastTransition, PolicyStatus};
+    use crate::control::proto::{LastTransition, PolicyStatus, ReloadStatus};
     use crate::ha::Role;
     use crate::ha::conntrackd::SyncCounters;
     use std::path::PathBuf;
@@ -214,8 +222,19 @@ mod tests {
                 sync_error: None,
                 conntrackd_config: PathBuf::new(),
             }),
+            last_reload: Some(ReloadStatus {
+                ok: false,
+                at_unix: 1060.0,
+                error: Some("ipset: Hash is full".into()),
+            }),
         };
         let text = render(&s, 1065.0);
+        assert!(
+            text.contains(
+                "LAST RELOAD FAILED 5s ago, the previous config runs on: ipset: Hash is full"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "HA: node r1 is MASTER for 5s (holds the shared addresses), peer 10.60.0.2"

@@ -13,8 +13,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{info, warn};
 
 use crate::health::{Health, Stats, Transition};
 use crate::plan::UplinkPlan;
@@ -278,67 +276,18 @@ impl Metrics {
     }
 }
 
-/// Serves GET /metrics on `addr` until the runtime ends.
+/// Serves GET /metrics on `addr` until the runtime ends (see [`super::http`] for the
+/// limits every connection lives under).
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    info!(%addr, "metrics endpoint listening");
-    loop {
-        let (mut stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "metrics accept failed");
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            while len < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[len..]))
-                    .await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => len += n,
-                }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let request = String::from_utf8_lossy(&buf[..len]);
-            let response = match request
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .as_slice()
-            {
-                ["GET", path] if path.split('?').next() == Some("/metrics") => {
-                    let body = metrics.encode();
-                    http(
-                        200,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        &body,
-                    )
-                }
-                ["GET", _] => http(404, "text/plain", "multiwan serves /metrics\n"),
-                _ => http(405, "text/plain", "only GET /metrics\n"),
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
-}
-
-fn http(code: u16, content_type: &str, body: &str) -> String {
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        _ => "Method Not Allowed",
-    };
-    format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    let handler: super::http::Handler = Arc::new(move |path: &str| match path {
+        "/metrics" => super::http::Reply {
+            status: 200,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: metrics.encode(),
+        },
+        _ => super::http::Reply::text(404, "multiwan serves /metrics\n"),
+    });
+    super::http::serve(addr, "metrics", handler).await
 }
 
 #[cfg(test)]

@@ -4,5 +4,7 @@
 pub mod agent;
 pub mod ha_notify;
 pub mod hooks;
+pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod signals;

@@ -189,6 +189,8 @@ pub struct Monitor {
     good_row: u32,
     counters: (u64, u64, u64),
     rng: u64,
+    /// Judgement is suspended: multiwan's own routing is being repaired (see `hold`).
+    held: bool,
 }
 
 impl Monitor {
@@ -220,6 +222,7 @@ impl Monitor {
             good_row: 0,
             counters: (0, 0, 0),
             rng: seed | 1,
+            held: false,
         }
     }
 
@@ -231,9 +234,26 @@ impl Monitor {
         &self.settings
     }
 
+    /// Someone removed what steers the probes (multiwan's ip rules or routes) and it is
+    /// being put back: a probe lost now says nothing about the ISP. The rounds open now are
+    /// forgotten, neither good nor failed, and no round starts until [`Monitor::release`].
+    pub fn hold(&mut self) {
+        self.held = true;
+        self.slots.clear();
+        self.open_rounds.clear();
+    }
+
+    /// The repair is done: probing starts again at once.
+    pub fn release(&mut self, now: Instant) {
+        if self.held {
+            self.held = false;
+            self.next_round = now;
+        }
+    }
+
     /// Starts a round when one is due; returns the echo requests to send now.
     pub fn due_probes(&mut self, now: Instant) -> Vec<ProbeRequest> {
-        if !self.link_up || now < self.next_round {
+        if !self.link_up || self.held || now < self.next_round {
             return Vec::new();
         }
         self.round_id += 1;
@@ -299,7 +319,7 @@ impl Monitor {
             .filter(|s| s.outcome == Outcome::Pending)
             .map(|s| s.deadline)
             .min();
-        let round = self.link_up.then_some(self.next_round);
+        let round = (self.link_up && !self.held).then_some(self.next_round);
         [deadline, round].into_iter().flatten().min()
     }
 

@@ -309,3 +309,34 @@ fn recovery_is_not_followed_by_degraded_from_the_outage_losses() {
     let states: Vec<Health> = sim.log.iter().map(|(_, t)| t.to).collect();
     assert_eq!(states, vec![Health::Down, Health::Up], "{:?}", sim.log);
 }
+
+#[test]
+fn rounds_lost_while_held_do_not_count() {
+    // Every probe is lost from 1 s to 3 s: without a hold, that is an outage...
+    let mut plain = Sim::new(
+        settings(&[T1, T2]),
+        Health::Up,
+        outage(ms(1_000), ms(3_000)),
+    );
+    plain.run_until(ms(10_000));
+    assert!(plain.first(Health::Down).is_some(), "{:?}", plain.log);
+    // ...but while multiwan's own rules are being repaired it says nothing about the ISP.
+    let mut sim = Sim::new(
+        settings(&[T1, T2]),
+        Health::Up,
+        outage(ms(1_000), ms(3_000)),
+    );
+    sim.run_until(ms(1_000));
+    sim.m.hold();
+    sim.run_until(ms(3_000));
+    assert_eq!(
+        sim.m.next_wakeup(),
+        None,
+        "nothing to wake up for while held"
+    );
+    sim.m.release(sim.start + ms(3_000));
+    sim.run_until(ms(10_000));
+    assert!(sim.log.is_empty(), "nothing decided: {:?}", sim.log);
+    assert_eq!(sim.m.state(), Health::Up);
+    assert!(sim.m.stats().sent > 20, "probing went on after the release");
+}

@@ -109,6 +109,8 @@ pub struct Report {
     /// Objects that cannot be installed yet (an interface or address missing).
     pub warnings: Vec<String>,
     pub error: Option<InstallError>,
+    /// When the transaction began (after every desired state it merged was sent).
+    pub started: Instant,
     pub took: Duration,
 }
 
@@ -252,6 +254,7 @@ impl Actor {
             settings: Vec::new(),
             warnings: Vec::new(),
             error: None,
+            started,
             took: Duration::ZERO,
         };
         if !self

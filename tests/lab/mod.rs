@@ -349,6 +349,18 @@ impl Lab {
 
     /// [`Lab::daemon`] with a `RUST_LOG` filter of the caller's choice.
     pub fn daemon_logging(&self, config: &std::path::Path, filter: &str) -> Daemon {
+        let d = self.spawn_daemon(config, filter);
+        assert!(
+            d.wait_for("started: rules installed", Duration::from_secs(10))
+                .is_some(),
+            "daemon did not start:\n{}",
+            d.log_text()
+        );
+        d
+    }
+
+    /// Starts `multiwan run -c config` in the router without waiting for anything.
+    pub fn spawn_daemon(&self, config: &std::path::Path, filter: &str) -> Daemon {
         let text = std::fs::read_to_string(config).unwrap();
         if !text.contains("\ncontrol:") {
             let socket = self.socket();
@@ -379,14 +391,7 @@ impl Lab {
             .stderr(file)
             .spawn()
             .expect("spawn multiwan run");
-        let d = Daemon { child, log };
-        assert!(
-            d.wait_for("started: rules installed", Duration::from_secs(10))
-                .is_some(),
-            "daemon did not start:\n{}",
-            d.log_text()
-        );
-        d
+        Daemon { child, log }
     }
 
     /// A default route via ISP `n` in the router's main table, of lower priority than the

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::Agent;
-use crate::daemon::hooks::{self, HookEvent};
+use crate::daemon::hooks::HookEvent;
 use crate::health::backend::BackendMonitor;
 use crate::kernel::actor::Purpose;
 use crate::plan::forward::forward_plans;
@@ -82,7 +82,8 @@ impl Agent {
             info!(forward = %t.forward, backend = %t.target, to = %state, reason = %t.reason, "backend state changed");
             self.metrics.backend(&t.forward, &t.target, t.up);
             let event = HookEvent::backend(&t.forward, &t.target, state, &t.reason);
-            hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
+            self.hooks
+                .run_all(&self.config.hooks, &event, self.config.hook_timeout);
         }
         let mut observed = self.observed.clone();
         observed.backends_down = self.backends_down.clone();

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::Agent;
 use crate::control::HaStatus;
-use crate::daemon::hooks::{self, HookEvent};
+use crate::daemon::hooks::HookEvent;
 use crate::ha::Role;
 use crate::health::Health;
 use crate::kernel::actor::Purpose;
@@ -102,7 +102,8 @@ impl Agent {
         });
         self.metrics.ha_role(role);
         let event = HookEvent::ha_role(&ha.node, &ha.peer.to_string(), role.name(), previous);
-        hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
+        self.hooks
+            .run_all(&self.config.hooks, &event, self.config.hook_timeout);
         if role == Role::Master {
             self.flush_down_uplinks();
         }

@@ -1,12 +1,16 @@
 //! Link and kernel events: a link's carrier or admin state acts on the health machines at
 //! once; address and route changes ask the kernel actor for a full reconcile.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The longest the health machines wait for a repair of multiwan's own rules and routes.
+const HOLD_AT_MOST: Duration = Duration::from_secs(3);
 
 use tracing::{info, warn};
 
 use super::{Agent, RESYNC_DEBOUNCE};
 use crate::kernel::events::KernelEvent;
+use crate::kernel::routing::{PROTO, model};
 
 impl Agent {
     pub(super) fn on_kernel(&mut self, ev: KernelEvent) {
@@ -17,13 +21,57 @@ impl Agent {
                     self.link_changed(&name, up, now);
                 }
             }
-            KernelEvent::Changed => {
+            KernelEvent::Changed | KernelEvent::Netfilter => {
                 self.resync_at.get_or_insert(now + RESYNC_DEBOUNCE);
+            }
+            KernelEvent::RuleDeleted { priority, protocol } => {
+                let ours = protocol == PROTO && model::owns_priority(&self.config, priority);
+                self.repair(ours, now);
+            }
+            KernelEvent::RouteDeleted { table } => {
+                let ours = model::owns_table(&self.config, table);
+                self.repair(ours, now);
             }
             KernelEvent::Overrun => {
                 warn!("netlink events were lost: full resync");
                 self.resync_at = Some(now);
             }
+        }
+    }
+
+    /// A rule or route was deleted. One of ours steers the probes: until it is back, a lost
+    /// probe says nothing about the ISP, so the health machines hold their judgement (an
+    /// `ip rule flush` must not look like every ISP dying) and the repair starts at once.
+    fn repair(&mut self, ours: bool, now: Instant) {
+        if !ours {
+            self.resync_at.get_or_insert(now + RESYNC_DEBOUNCE);
+            return;
+        }
+        if self.holding.is_none() {
+            warn!(
+                "a rule or route of multiwan's was deleted by someone else: repairing; probes are not judged meanwhile"
+            );
+            for m in self.monitors.values_mut() {
+                m.hold();
+            }
+        }
+        self.holding = Some(now);
+        self.resync_at = Some(now);
+    }
+
+    /// Ends a hold once a transaction that began after the last deletion has put things
+    /// back, or after [`HOLD_AT_MOST`] whatever happened (then the probes judge again).
+    pub(super) fn end_hold(&mut self, repaired_from: Option<Instant>, now: Instant) {
+        let Some(since) = self.holding else {
+            return;
+        };
+        let repaired = repaired_from.is_some_and(|t| t >= since);
+        if repaired || now.duration_since(since) > HOLD_AT_MOST {
+            self.holding = None;
+            for m in self.monitors.values_mut() {
+                m.release(now);
+            }
+            info!(repaired, "probing resumes");
         }
     }
 

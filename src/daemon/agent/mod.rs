@@ -63,6 +63,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let mut hup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
+    crate::daemon::signals::unblock();
     let config = crate::files::load_config(path)?;
     let (probe_tx, mut probe_rx) = unbounded_channel();
     let mut kernel_events = events::subscribe().map_err(io("subscribe to netlink events"))?;
@@ -96,25 +97,46 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// The control socket and the metrics endpoint. Failing to open either is logged; the
-/// router keeps routing.
+/// The control socket and the metrics endpoint, on a thread (and runtime) of their own:
+/// however many clients connect, reading, writing and encoding their answers never runs on
+/// the thread that times the probes. Failing to open either is logged; the router keeps
+/// routing.
 fn spawn_services(
     config: &Config,
     metrics: Arc<Metrics>,
     control_tx: tokio::sync::mpsc::Sender<Request>,
 ) {
     let (socket, group) = (config.control.socket.clone(), config.control.group.clone());
-    tokio::spawn(async move {
-        if let Err(e) = control::server::serve(socket.clone(), group, control_tx).await {
-            error!(socket = %socket.display(), error = %crate::error_chain(&e), "control socket failed: `multiwan status` will not work");
-        }
-    });
-    if let Some(addr) = config.metrics {
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, metrics).await {
-                error!(%addr, error = %crate::error_chain(&e), "metrics endpoint failed");
-            }
+    let metrics_addr = config.metrics;
+    let spawned = std::thread::Builder::new()
+        .name("multiwan-services".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the services' runtime: no status, no metrics");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                if let Some(addr) = metrics_addr {
+                    tokio::spawn(async move {
+                        if let Err(e) = metrics::serve(addr, metrics).await {
+                            error!(%addr, error = %crate::error_chain(&e), "metrics endpoint failed");
+                        }
+                    });
+                }
+                if let Err(e) = control::server::serve(socket.clone(), group, control_tx).await {
+                    error!(socket = %socket.display(), error = %crate::error_chain(&e), "control socket failed: `multiwan status` will not work");
+                    std::future::pending::<()>().await;
+                }
+            });
         });
+    if let Err(e) = spawned {
+        error!(error = %e, "cannot start the services' thread: no status, no metrics");
     }
 }
 
@@ -147,6 +169,13 @@ struct Agent {
     backend_changes: Vec<BackendTransition>,
     /// This node's role in an HA pair (None for a single router).
     ha: Option<ha::HaState>,
+    hooks: crate::daemon::hooks::Runner,
+    /// The config a reload replaced, until the actor has installed the new one.
+    previous: Option<Arc<Config>>,
+    last_reload: Option<status::Reload>,
+    /// Since when the probes are not judged: multiwan's own rules or routes are being
+    /// repaired (see `links::repair`).
+    holding: Option<Instant>,
 }
 
 impl Agent {
@@ -212,6 +241,10 @@ impl Agent {
             backends_down: Default::default(),
             backend_changes: Vec::new(),
             ha: None,
+            hooks: Default::default(),
+            previous: None,
+            last_reload: None,
+            holding: None,
             config,
         };
         agent.init_ha();
@@ -231,8 +264,10 @@ impl Agent {
     fn next_wakeup(&self) -> Instant {
         let monitors = self.monitors.values().filter_map(Monitor::next_wakeup);
         let backends = self.backends.values().filter_map(|b| b.next_wakeup());
+        let hold = self.holding.map(|t| t + Duration::from_secs(3));
         monitors
             .chain(backends)
+            .chain(hold)
             .chain(self.resync_at)
             .chain([self.next_reconcile])
             .min()
@@ -242,6 +277,7 @@ impl Agent {
     /// Everything due now: rounds, deadlines, checks, and what the kernel must be told.
     fn step(&mut self) {
         let now = Instant::now();
+        self.end_hold(None, now);
         for m in self.monitors.values_mut() {
             self.pending.extend(m.tick(now));
         }
@@ -277,7 +313,8 @@ impl Agent {
     }
 
     /// Reads the config again. A file that does not validate changes nothing; a valid one
-    /// is installed by the actor (uplinks keep their ids, so their connections' marks).
+    /// is installed by the actor (uplinks keep their ids, so their connections' marks), and
+    /// if that fails the previous config is installed again (see `reports`).
     fn reload(&mut self) {
         let mut new = match crate::files::load_config(&self.path) {
             Ok(c) => c,
@@ -285,16 +322,12 @@ impl Agent {
                 for d in &diagnostics {
                     error!("{d}");
                 }
-                error!(
-                    errors = diagnostics.len(),
-                    "reload refused: still running the previous config; the kernel is unchanged"
-                );
-                self.metrics.reloaded(false);
+                let why = format!("{} error(s) in {}", diagnostics.len(), self.path.display());
+                self.reload_failed(why, "the kernel is unchanged");
                 return;
             }
             Err(e) => {
-                error!(error = %crate::error_chain(&e), "reload refused: still running the previous config; the kernel is unchanged");
-                self.metrics.reloaded(false);
+                self.reload_failed(crate::error_chain(&e), "the kernel is unchanged");
                 return;
             }
         };
@@ -302,19 +335,32 @@ impl Agent {
         if new.control.socket != self.config.control.socket || new.metrics != self.config.metrics {
             warn!("control socket and metrics address changes take effect at the next restart");
         }
+        let old = std::mem::replace(&mut self.config, Arc::new(new));
+        self.previous = Some(old);
+        self.adopt_config();
+        info!(config = %self.path.display(), uplinks = self.config.uplinks.len(), "config reloaded");
+        self.kernel.install(self.desired(Purpose::Reload));
+    }
+
+    /// Puts the state that follows from the config in line with it: probe sockets,
+    /// monitors, links, backends, the plan, the HA role.
+    fn adopt_config(&mut self) {
         let states = self.health();
-        self.config = Arc::new(new);
         self.probers
             .retain(|name, _| self.config.uplink(name).is_some());
         self.rebuild_monitors(&states, self.initial());
         self.links
             .retain(|i, _| self.config.uplinks.iter().any(|u| &u.interface == i));
-        info!(config = %self.path.display(), uplinks = self.config.uplinks.len(), "config reloaded");
-        self.metrics.reloaded(true);
         self.rebuild_backends();
-        self.kernel.install(self.desired(Purpose::Reload));
         self.replan();
         self.init_ha();
+    }
+
+    /// A reload that did not take: the previous config runs on, and status says why.
+    fn reload_failed(&mut self, why: String, kernel: &str) {
+        error!(reason = %why, "reload refused: still running the previous config; {kernel}");
+        self.metrics.reloaded(false);
+        self.last_reload = Some(status::Reload::failed(why));
     }
 
     /// Logs warnings when they change, not on every reconcile.

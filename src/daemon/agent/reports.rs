@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use tracing::{error, info, warn};
 
 use super::Agent;
-use crate::daemon::hooks::{self, HookEvent};
+use crate::daemon::hooks::HookEvent;
 use crate::health::{Health, Transition};
 use crate::kernel::actor::{Purpose, Report};
 use crate::plan::Plan;
@@ -59,10 +59,12 @@ impl Agent {
             .uplink(&t.uplink)
             .map_or("", |u| u.interface.as_str());
         let event = HookEvent::uplink(t, interface, &active);
-        hooks::run_all(&self.config.hooks, &event, self.config.hook_timeout);
+        self.hooks
+            .run_all(&self.config.hooks, &event, self.config.hook_timeout);
     }
 
     pub(super) fn on_report(&mut self, mut report: Report) {
+        let installed = report.error.is_none();
         for line in &report.settings {
             warn!("{line}");
         }
@@ -70,9 +72,22 @@ impl Agent {
             self.metrics.set_marked(&plan.marked_by_uplink(counters));
         }
         self.log_changes(&report);
+        let reloaded = report.purposes.contains(&Purpose::Reload);
         if let Some(e) = report.error.take() {
-            warn!(error = %crate::error_chain(&e), "installing the rules failed; retrying");
-            self.resync_at = Some(Instant::now());
+            let why = crate::error_chain(&e);
+            match self.previous.take().filter(|_| reloaded) {
+                Some(previous) => self.revert(previous, why),
+                None => {
+                    warn!(error = %why, "installing the rules failed; retrying");
+                    self.resync_at = Some(Instant::now());
+                }
+            }
+        } else if reloaded && self.previous.take().is_some() {
+            self.metrics.reloaded(true);
+            self.last_reload = Some(super::status::Reload::succeeded());
+        }
+        if installed && report.observed.is_some() {
+            self.end_hold(Some(report.started), Instant::now());
         }
         if let Some((observed, view)) = report.observed.take() {
             let gateways_changed = observed.gateways != self.observed.gateways;
@@ -86,6 +101,18 @@ impl Agent {
             self.log_warnings(std::mem::take(&mut report.warnings));
             self.replan();
         }
+    }
+
+    /// The reloaded config could not be installed: install the previous one again and keep
+    /// running it.
+    fn revert(&mut self, previous: std::sync::Arc<crate::config::Config>, why: String) {
+        self.config = previous;
+        self.adopt_config();
+        self.reload_failed(
+            format!("the new config could not be installed: {why}"),
+            "its rules are installed again",
+        );
+        self.kernel.install(self.desired(Purpose::Reload));
     }
 
     /// The plan for what the agent knows now (health, backends, the kernel's last read):

@@ -4,7 +4,38 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Agent;
-use crate::control::proto::{LastTransition, PolicyStatus, Status, UplinkStatus};
+use crate::control::proto::{LastTransition, PolicyStatus, ReloadStatus, Status, UplinkStatus};
+
+/// How the last reload went, for status.
+#[derive(Debug, Clone)]
+pub(super) struct Reload {
+    at: SystemTime,
+    error: Option<String>,
+}
+
+impl Reload {
+    pub fn succeeded() -> Self {
+        Self {
+            at: SystemTime::now(),
+            error: None,
+        }
+    }
+
+    pub fn failed(why: String) -> Self {
+        Self {
+            at: SystemTime::now(),
+            error: Some(why),
+        }
+    }
+
+    fn status(&self) -> ReloadStatus {
+        ReloadStatus {
+            ok: self.error.is_none(),
+            at_unix: unix(self.at),
+            error: self.error.clone(),
+        }
+    }
+}
 
 pub(super) fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -83,6 +114,7 @@ impl Agent {
             policies: policies.collect(),
             forwards: forwards.collect(),
             ha: self.ha_status(),
+            last_reload: self.last_reload.as_ref().map(Reload::status),
         }
     }
 }

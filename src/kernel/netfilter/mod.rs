@@ -67,12 +67,32 @@ pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
         let s = script::apply_plan_script(plan, &current);
         let text = s.text(family);
         if !text.is_empty() {
-            restore(family, &text).await?;
+            if let Err(e) = restore(family, &text).await {
+                roll_back(family, &current).await;
+                return Err(e);
+            }
             script::verify(plan, &save(family).await?)?;
         }
         out.changes.tables.extend(s.changes().tables);
     }
     Ok(out)
+}
+
+/// Each table of a restore commits on its own: when a later one is refused, put the earlier
+/// ones back as they were (`before`), so a failed apply changes nothing.
+async fn roll_back(family: Family, before: &str) {
+    let back = match save(family).await {
+        Ok(now) => script::rollback_script(family, before, &now).text(family),
+        Err(e) => {
+            tracing::error!(error = %crate::error_chain(&e), "cannot read the tables to undo a failed apply");
+            return;
+        }
+    };
+    if !back.is_empty()
+        && let Err(e) = restore(family, &back).await
+    {
+        tracing::error!(error = %crate::error_chain(&e), "undoing a failed apply failed too");
+    }
 }
 
 /// Fast path for a health change: replaces only the chains that differ from the plan

@@ -350,6 +350,84 @@ pub fn cleanup_plan_script(family: Family, save: &str) -> Script {
     script
 }
 
+/// The restore input that puts our part of every table back as `before` had it, given
+/// what is there `now`: iptables-restore commits each table on its own, so when one table
+/// of a transaction is refused the ones before it are already in and must be undone.
+/// Other tools' rules are not touched.
+pub fn rollback_script(family: Family, before: &str, now: &str) -> Script {
+    let mut script = Script::default();
+    for table in super::TABLES {
+        let (pre, cur) = (parse_save(before, table), parse_save(now, table));
+        if ours(&pre) == ours(&cur) {
+            continue;
+        }
+        let mut change = TableChange::new(family, table);
+        let mut out = format!("*{table}\n");
+        let declared: Vec<&String> = pre
+            .chains
+            .iter()
+            .filter(|c| c.starts_with(CHAIN_PREFIX))
+            .collect();
+        for c in &declared {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        for c in &declared {
+            let rules = rules_of(c, &pre);
+            for r in &rules {
+                let _ = writeln!(out, "-A {c} {r}");
+            }
+            change.chains.push((c.to_string(), rules.len()));
+        }
+        let (jumps_pre, jumps_now) = (our_jumps(&pre), our_jumps(&cur));
+        for j in jumps_now.iter().filter(|j| !jumps_pre.contains(j)) {
+            let _ = writeln!(out, "-D{}", &j[2..]);
+            change.jumps_removed += 1;
+        }
+        for j in jumps_pre.iter().filter(|j| !jumps_now.contains(j)) {
+            // Where insert_jump puts it: first, but in nat.
+            let mut words = j.splitn(3, ' ').skip(1);
+            let (chain, spec) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            if *table == "nat" {
+                let _ = writeln!(out, "{j}");
+            } else {
+                let _ = writeln!(out, "-I {chain} 1 {spec}");
+            }
+            change.jumps_added += 1;
+        }
+        let added: Vec<&String> = cur
+            .chains
+            .iter()
+            .filter(|c| c.starts_with(CHAIN_PREFIX) && !pre.chains.contains(c))
+            .collect();
+        for c in &added {
+            let _ = writeln!(out, "-F {c}");
+        }
+        for c in &added {
+            let _ = writeln!(out, "-X {c}");
+            change.removed.push(c.to_string());
+        }
+        out.push_str("COMMIT\n");
+        script.add(out, change);
+    }
+    script
+}
+
+/// Our chains and every rule of them and jumps into them, in order: what a rollback
+/// compares.
+fn ours(saved: &Saved) -> (Vec<&String>, Vec<&String>) {
+    let chains = saved
+        .chains
+        .iter()
+        .filter(|c| c.starts_with(CHAIN_PREFIX))
+        .collect();
+    let rules = saved
+        .rules
+        .iter()
+        .filter(|r| r.contains(CHAIN_PREFIX))
+        .collect();
+    (chains, rules)
+}
+
 /// Checks the installed tables against the plan: every chain has exactly the planned number
 /// of rules and every jump is there once. Cheap enough to run as a drift check.
 pub fn verify(plan: &Plan, save: &str) -> Result<(), super::NetfilterError> {
@@ -419,9 +497,11 @@ pub fn delta_script(previous: &Plan, plan: &Plan) -> Option<Script> {
 
 /// Names the table and the script line iptables-restore complained about.
 pub fn restore_error(script: &str, stderr: &str) -> super::NetfilterError {
+    // "line 2 failed" (legacy) or "Error occurred at line: 10" (nf_tables).
     let number = stderr
-        .split("line ")
+        .split("line")
         .nth(1)
+        .map(|rest| rest.trim_start_matches([':', ' ']))
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse::<usize>().ok());
     let line = number
@@ -560,6 +640,13 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("mangle table"), "{text}");
         assert!(text.contains("at: -A X -j Y"), "{text}");
+        let nft = restore_error(
+            "*mangle\n-A X -j Y\nCOMMIT\n*nat\n-A Z -j DNAT --to-destination not\nCOMMIT\n",
+            "iptables-restore v1.8.9 (nf_tables): Bad IP address \"not\"\nError occurred at line: 5\n",
+        );
+        let text = nft.to_string();
+        assert!(text.contains("nat table"), "{text}");
+        assert!(text.contains("at: -A Z -j DNAT"), "{text}");
     }
 
     #[test]
@@ -592,5 +679,33 @@ mod tests {
         assert_eq!(c["MULTIWAN_BALANCE"], vec![12, 3]);
         let saved = parse_save(save, "mangle");
         assert_eq!(saved.rules[0], "-A PREROUTING -j MULTIWAN_BALANCE");
+    }
+
+    #[test]
+    fn a_rollback_puts_back_our_chains_and_jumps_and_removes_new_ones() {
+        let before = format!(
+            "*mangle\n:PREROUTING ACCEPT [0:0]\n:MULTIWAN_PREROUTING - [0:0]\n:USER - [0:0]\n\
+             -A PREROUTING -j USER\n{JUMP}\n-A MULTIWAN_PREROUTING -j RETURN\nCOMMIT\n\
+             *nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"
+        );
+        let now = "*mangle\n:PREROUTING ACCEPT [0:0]\n:MULTIWAN_PREROUTING - [0:0]\n:MULTIWAN_NEW - [0:0]\n:USER - [0:0]\n\
+             -A PREROUTING -j USER\n-A PREROUTING -m comment --comment multiwan -j MULTIWAN_NEW\n\
+             -A MULTIWAN_PREROUTING -j ACCEPT\n-A MULTIWAN_NEW -j RETURN\nCOMMIT\n\
+             *nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+        let s = rollback_script(Family::Ipv4, &before, now);
+        assert_eq!(
+            s.text(Family::Ipv4),
+            format!(
+                "*mangle\n:MULTIWAN_PREROUTING - [0:0]\n-A MULTIWAN_PREROUTING -j RETURN\n\
+                 -D PREROUTING -m comment --comment multiwan -j MULTIWAN_NEW\n\
+                 -I PREROUTING 1 -m comment --comment multiwan -j MULTIWAN_PREROUTING\n\
+                 -F MULTIWAN_NEW\n-X MULTIWAN_NEW\nCOMMIT\n"
+            )
+        );
+        assert!(
+            rollback_script(Family::Ipv4, &before, &before)
+                .changes()
+                .is_empty()
+        );
     }
 }
