@@ -649,3 +649,55 @@ fn the_control_socket_never_replaces_a_file_or_lives_where_others_can_write() {
     daemon.expect("writable by everyone", Duration::from_secs(5));
     assert!(!open.join("s.sock").exists());
 }
+
+/// A client that sends its request a byte at a time is cut off; idle connections beyond the
+/// cap are closed at once, so clients cannot pile up open files in the daemon. `check`
+/// warns about a metrics address others can reach.
+#[test]
+fn the_metrics_port_cuts_slow_clients_and_caps_connections() {
+    let Some((lab, daemon)) = start("metrics: 127.0.0.1:9273\n") else {
+        return;
+    };
+    daemon.expect("metrics endpoint listening", Duration::from_secs(3));
+    let pid = daemon.child.id();
+    let (cut_after, fds) = lab.in_ns("rt", move || {
+        use std::io::{Read, Write};
+        let addr: std::net::SocketAddr = "127.0.0.1:9273".parse().unwrap();
+        let idle: Vec<std::net::TcpStream> = (0..200)
+            .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        drop(idle);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut slow = std::net::TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 64];
+        for b in b"GET /metrics HTTP/1.1\r\n".iter().cycle() {
+            let _ = slow.write_all(&[*b]);
+            if matches!(slow.read(&mut buf), Ok(0)) || t.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+        }
+        (t.elapsed(), fds)
+    });
+    assert!(
+        cut_after < Duration::from_secs(12),
+        "a slow client held the port for {cut_after:?}"
+    );
+    assert!(fds < 120, "{fds} open files with 200 idle clients");
+    let open = lab.file(
+        "open.yaml",
+        &format!("{CONFIG}metrics: 0.0.0.0:9273\n"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_multiwan"))
+        .args(["check", "-c", open.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("warning: metrics: 0.0.0.0:9273 is not a loopback address"),
+        "{said}"
+    );
+}
