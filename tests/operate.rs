@@ -667,11 +667,14 @@ fn the_metrics_port_cuts_slow_clients_and_caps_connections() {
             .filter_map(|_| std::net::TcpStream::connect(addr).ok())
             .collect();
         std::thread::sleep(Duration::from_millis(300));
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
         drop(idle);
         std::thread::sleep(Duration::from_millis(300));
         let mut slow = std::net::TcpStream::connect(addr).unwrap();
-        slow.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        slow.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let t = Instant::now();
         let mut buf = [0u8; 64];
         for b in b"GET /metrics HTTP/1.1\r\n".iter().cycle() {
@@ -687,10 +690,7 @@ fn the_metrics_port_cuts_slow_clients_and_caps_connections() {
         "a slow client held the port for {cut_after:?}"
     );
     assert!(fds < 120, "{fds} open files with 200 idle clients");
-    let open = lab.file(
-        "open.yaml",
-        &format!("{CONFIG}metrics: 0.0.0.0:9273\n"),
-    );
+    let open = lab.file("open.yaml", &format!("{CONFIG}metrics: 0.0.0.0:9273\n"));
     let out = Command::new(env!("CARGO_BIN_EXE_multiwan"))
         .args(["check", "-c", open.to_str().unwrap()])
         .output()

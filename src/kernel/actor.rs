@@ -350,3 +350,49 @@ impl Actor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Cause;
+
+    fn config() -> Arc<Config> {
+        Arc::new(
+            crate::config::parse(
+                "lan_interfaces: [lan0]\nuplinks:\n  - {name: a, interface: wan1}\n  - {name: b, interface: wan2}\n",
+                "t.yaml",
+            )
+            .unwrap(),
+        )
+    }
+
+    fn change(config: &Arc<Config>, a: Health) -> Desired {
+        let mut d = Desired::new(config.clone(), Purpose::Change);
+        d.health = BTreeMap::from([("a".into(), a), ("b".into(), Health::Up)]);
+        d.flush_for = vec![Transition {
+            uplink: "a".into(),
+            from: Health::Up,
+            to: a,
+            cause: Cause::LinkDown,
+            loss: 1.0,
+            rtt: None,
+        }];
+        d
+    }
+
+    #[test]
+    fn queued_states_merge_into_the_latest_with_every_flush_and_purpose() {
+        let c = config();
+        let mut d = change(&c, Health::Down);
+        assert!(!d.full, "a health change swaps chains, no full pass");
+        d.merge(Desired::new(c.clone(), Purpose::Reconcile));
+        d.merge(change(&c, Health::Up));
+        assert_eq!(d.health["a"], Health::Up, "the latest state wins");
+        assert_eq!(d.flush_for.len(), 2, "every transition's flush is kept");
+        assert!(d.full, "a reconcile among them makes the pass full");
+        assert_eq!(
+            d.purposes,
+            BTreeSet::from([Purpose::Change, Purpose::Reconcile])
+        );
+    }
+}
