@@ -32,18 +32,82 @@ fn main() {
         println!("skipped: the kernel benchmarks need root");
         return;
     }
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |s: &str| named.is_empty() || named.iter().any(|n| n == s);
+    if wanted("apply") || wanted("throughput") {
+        let lab = lab::Lab::new(2);
+        let cfg_a = config_text(70);
+        let cfg_b = config_text(60);
+        let path_a = lab.file("a.yaml", &cfg_a).to_string_lossy().into_owned();
+        let rt = format!("/var/run/netns/{}", lab.ns("rt"));
+        if wanted("apply") {
+            let (apply, baseline, rules) = in_netns(&rt, move || bench_apply(&path_a));
+            report_apply(apply, baseline, rules);
+            let (delta, full) = in_netns(&rt, move || bench_swap(&cfg_a, &cfg_b));
+            report_swap(&delta, &full);
+        }
+        if wanted("throughput") {
+            bench_throughput(&lab);
+        }
+    }
+    if wanted("forward") {
+        bench_forward();
+    }
+    if wanted("connections") {
+        bench_new_connections();
+    }
+}
+
+/// New connections per second from an unpinned LAN host with 10 000 pinned hosts in the
+/// config, against the same router with none, alternating, same lab.
+fn bench_new_connections() {
+    const MANY: usize = 10_000;
     let lab = lab::Lab::new(2);
-    let cfg_a = config_text(70);
-    let cfg_b = config_text(60);
-    let path_a = lab.file("a.yaml", &cfg_a).to_string_lossy().into_owned();
-    let rt = format!("/var/run/netns/{}", lab.ns("rt"));
-    let (apply, baseline, rules) = in_netns(&rt, move || bench_apply(&path_a));
-    report_apply(apply, baseline, rules);
-    let (delta, full) = in_netns(&rt, move || bench_swap(&cfg_a, &cfg_b));
-    report_swap(&delta, &full);
-    bench_throughput(&lab);
-    drop(lab);
-    bench_forward();
+    lab.start_rate_server();
+    let none = lab.file("none.yaml", &pins_config(50, 0));
+    let many = lab.file("many.yaml", &pins_config(50, MANY));
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for (path, out) in [(&none, &mut without), (&many, &mut with)] {
+            let path = path.to_string_lossy();
+            lab.multiwan_ok(&["apply", "-c", &path]);
+            let _ = lab.exec("rt", &["conntrack", "-F"]);
+            std::thread::sleep(Duration::from_millis(300));
+            out.push(lab.connection_rate(3.0));
+            lab.multiwan_ok(&["cleanup", "-c", &path]);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let every = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("## New connections per second from an unpinned LAN host (3 x 3 s, alternating)");
+    println!("| config | connections/s, median | every run |");
+    println!("|---|---|---|");
+    println!(
+        "| no pins | {:.0} | {} |",
+        median(without.clone()),
+        every(&without)
+    );
+    println!(
+        "| {MANY} pinned hosts | {:.0} | {} |",
+        median(with.clone()),
+        every(&with)
+    );
+    println!(
+        "| ratio (pins / none) | {:.3} | |",
+        median(with) / median(without)
+    );
+    println!();
 }
 
 /// Connections per second from the internet through a port forward (2 backends, round
@@ -134,16 +198,23 @@ port_forwards:
 }
 
 fn config_text(weight1: u32) -> String {
+    pins_config(weight1, PINS)
+}
+
+/// Two uplinks and `pins` single-host policies (10.1.x.y, alternating uplinks).
+fn pins_config(weight1: u32, pins: usize) -> String {
     let mut s = format!(
         "lan_interfaces: [lan0]
 uplinks:
   - {{name: isp1, interface: wan1, gateway: 100.64.1.1, weight: {weight1}}}
   - {{name: isp2, interface: wan2, gateway: 100.64.2.1, weight: {}}}
-policies:
 ",
         100 - weight1
     );
-    for i in 0..PINS {
+    if pins > 0 {
+        s.push_str("policies:\n");
+    }
+    for i in 0..pins {
         s.push_str(&format!(
             "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
             i / 250,

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 mod delay;
+mod rate;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
