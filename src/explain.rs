@@ -303,6 +303,7 @@ impl Walker<'_> {
     fn note(&self, rule: &Rule, b: &mut Branch) {
         let line = match rule.origin {
             Origin::Policy(i) => self.policy_line(i),
+            Origin::Pins(r, g) => self.pins_line(r, g),
             Origin::Connected => format!(
                 "{} is on a connected network: the main table routes it",
                 self.packet.dst
@@ -322,6 +323,27 @@ impl Walker<'_> {
         };
         if !b.trail.contains(&line) {
             b.trail.push(line);
+        }
+    }
+
+    /// A set of pins matched: the first of its policies whose networks hold the address.
+    fn pins_line(&self, r: usize, g: usize) -> String {
+        let run = &self.plan.pins[r];
+        let addr = match run.side {
+            crate::plan::pins::Side::Source => self.packet.src,
+            crate::plan::pins::Side::Destination => self.packet.dst,
+        };
+        let group = &run.groups[g];
+        let first = group.policies.iter().copied().find(|i| {
+            let m = &self.config.policies[*i].matcher;
+            m.sources
+                .iter()
+                .chain(&m.destinations)
+                .any(|n| n.contains(&addr))
+        });
+        match first {
+            Some(i) => format!("{} (through set {})", self.policy_line(i), group.set),
+            None => format!("set {} matches", group.set),
         }
     }
 

@@ -740,3 +740,84 @@ fn another_tool_removing_multiwans_state_is_repaired_without_a_false_down() {
         assert!(h.ping(), "a connection on a healthy uplink was lost");
     }
 }
+
+/// Pins kept as set data keep the semantics of rules: policies in order, first match wins
+/// across hosts, a subnet, a port policy and a destination set; a pinned uplink that dies
+/// falls back as each policy says (balance or drop).
+#[test]
+fn pins_in_sets_keep_first_match_and_fallbacks() {
+    let policies = "policies:
+  - {name: h11, match: {source: 10.0.0.11}, uplink: isp2}
+  - {name: h60, match: {source: 10.0.0.60}, uplink: isp2, fallback: drop}
+  - {name: lan-a, match: {source: 10.0.0.0/28}, uplink: isp1}
+  - {name: x1, match: {source: 10.9.0.1}, uplink: isp1}
+  - {name: x2, match: {source: 10.9.0.2}, uplink: isp1}
+  - {name: x3, match: {source: 10.9.0.3}, uplink: isp1}
+  - {name: web, match: {source: 10.0.0.50, protocol: tcp, destination_ports: 8000}, uplink: isp1}
+  - {name: video, match: {destination_set: s}, uplink: isp2}
+sets:
+  s: [203.0.113.0/25]
+";
+    let Some((lab, daemon, path)) = start(&config((50, 50), policies)) else {
+        return;
+    };
+    let plan = lab.multiwan_ok(&["plan", "-c", &path, "--format", "iptables"]);
+    let policy_rules = plan
+        .lines()
+        .filter(|l| l.starts_with("-A MULTIWAN_POLICY"))
+        .count();
+    assert_eq!(
+        policy_rules, 5,
+        "three sets for six pins, then two rules:\n{plan}"
+    );
+    let via = |src: &str, dst: Ipv4Addr| -> HashMap<Ipv4Addr, usize> {
+        let src: Ipv4Addr = src.parse().unwrap();
+        let mut out = HashMap::new();
+        for s in lab.connect_many(src, dst, ECHO_PORT, 10) {
+            *out.entry(s.unwrap_or(Ipv4Addr::UNSPECIFIED)).or_insert(0) += 1;
+        }
+        out
+    };
+    let only = |addr: Ipv4Addr| HashMap::from([(addr, 10)]);
+    assert_eq!(
+        via("10.0.0.11", ECHO),
+        only(uplink_addr(2)),
+        "first match: the host, not the subnet"
+    );
+    assert_eq!(via("10.0.0.10", ECHO), only(uplink_addr(1)), "the subnet");
+    assert_eq!(via("10.0.0.60", ECHO), only(uplink_addr(2)));
+    assert_eq!(
+        via("10.0.0.50", lab::SET_MEMBER),
+        only(uplink_addr(1)),
+        "the port policy comes before the set"
+    );
+    assert_eq!(
+        via("10.0.0.66", lab::SET_MEMBER),
+        only(uplink_addr(2)),
+        "the set"
+    );
+    lab.blackhole(2, true);
+    daemon.expect("uplink=isp2 from=up to=down", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        via("10.0.0.11", ECHO),
+        only(uplink_addr(1)),
+        "fallback balance"
+    );
+    let dropped = lab.connect_many("10.0.0.60".parse().unwrap(), ECHO, ECHO_PORT, 2);
+    assert_eq!(dropped, vec![None, None], "fallback drop");
+    assert_eq!(via("10.0.0.66", lab::SET_MEMBER), only(uplink_addr(1)));
+    // The failover rewrote the policy chain's few rules; the sets' members stayed.
+    let swapped = daemon
+        .log_text()
+        .lines()
+        .find(|l| l.contains("rules swapped"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(swapped.contains("MULTIWAN_POLICY"), "{swapped}");
+    assert!(
+        !daemon.log_text().contains("ipsets updated"),
+        "{}",
+        daemon.log_text()
+    );
+}

@@ -276,12 +276,50 @@ ha:
         "b has no shared address: {nat}"
     );
     let mangle = plan.mangle.restore_text();
-    let first = mangle
+    // Right after established packets leave for the restore: the first rule a NEW one meets.
+    let guard = mangle
         .lines()
-        .find(|l| l.starts_with("-A MULTIWAN_PREROUTING"))
+        .filter(|l| l.starts_with("-A MULTIWAN_PREROUTING"))
+        .nth(1)
         .unwrap();
     assert!(
-        first.contains("! --tcp-flags FIN,SYN,RST,ACK SYN") && first.ends_with("-j DROP"),
-        "{first}"
+        guard.contains("! --tcp-flags FIN,SYN,RST,ACK SYN") && guard.ends_with("-j DROP"),
+        "{guard}"
     );
+}
+
+/// Pins kept in sets are explained like rules: the policy that matched, by name, and the
+/// set it matched through; and the first match in config order wins.
+#[test]
+fn explain_names_the_pin_policy_behind_a_set() {
+    let mut text = String::from(
+        "lan_interfaces: [lan0]\nuplinks:\n  - {name: a, interface: wan1}\n  - {name: b, interface: wan2}\npolicies:\n  - {name: host, match: {source: 10.0.0.11}, uplink: b}\n  - {name: net, match: {source: 10.0.0.0/24}, uplink: a}\n",
+    );
+    for i in 1..=4 {
+        text.push_str(&format!(
+            "  - {{name: x{i}, match: {{source: 10.9.0.{i}}}, uplink: a}}\n"
+        ));
+    }
+    let c = config::parse(&text, "t.yaml").unwrap();
+    let plan = Plan::build(&c, &Observed::default());
+    assert_eq!(plan.pins.len(), 1);
+    let packet = |src: &str| multiwan::explain::Packet {
+        src: src.parse().unwrap(),
+        dst: "192.0.2.9".parse().unwrap(),
+        protocol: multiwan::config::Protocol::Tcp,
+        sport: None,
+        dport: Some(443),
+        in_interface: "lan0".into(),
+    };
+    let e = multiwan::explain::explain(&c, &plan, &packet("10.0.0.11"));
+    assert_eq!(e.verdict, "uplink b");
+    assert!(
+        e.text()
+            .contains("policy host matches: pinned to b (through set multiwan_r0.u2b)"),
+        "{}",
+        e.text()
+    );
+    let e = multiwan::explain::explain(&c, &plan, &packet("10.0.0.12"));
+    assert_eq!(e.verdict, "uplink a");
+    assert!(e.text().contains("policy net matches"), "{}", e.text());
 }

@@ -20,20 +20,22 @@ pub fn build(config: &Config, observed: &Observed) -> Plan {
     let balance = balance::balance(config, &states);
     let policies = decide_policies(config, &states);
     let forwards = forward::forward_plans(config, observed);
+    let pins = pins::layout(config);
     Plan {
         marks: config.marks,
         all_down,
         uplinks: uplink_plans(config, observed, &observed_health, &balance),
-        mangle: mangle(config, Family::Ipv4, &balance, &policies),
+        mangle: mangle(config, Family::Ipv4, &balance, &policies, &pins),
         nat: nat(config, Family::Ipv4, &forwards),
         filter: filter(config, Family::Ipv4),
         jumps: jumps(config),
         ip_rules: ip_rules(config, observed),
         routes: routes(config, observed),
-        sets: sets(config, observed),
+        sets: sets(config, observed, &pins),
         balance,
         policies,
         forwards,
+        pins: pins.1,
     }
 }
 

@@ -4,6 +4,7 @@
 //! router's own traffic is decided the same way from OUTPUT.
 
 use super::balance::Balance;
+use super::pins::{Layout, PinRun, Side};
 use super::rules::{Chain, Match, Origin, Rule, TablePlan, Target};
 use super::*;
 use crate::config::{Policy, PortRange, Protocol, SET_THRESHOLD};
@@ -13,12 +14,18 @@ pub(super) fn mangle(
     family: Family,
     balance: &Balance,
     policies: &[PolicyPlan],
+    pins: &(Vec<Layout>, Vec<PinRun>),
 ) -> TablePlan {
-    let mut chains = vec![prerouting(config), lan(config), output(config)];
+    let mut chains = vec![
+        prerouting(config),
+        restore(config),
+        lan(config),
+        output(config),
+    ];
     if !config.policies.is_empty() {
         chains.push(Chain {
             name: CHAIN_POLICY.into(),
-            rules: policy_rules(config, policies),
+            rules: policy_rules(config, policies, pins),
         });
     }
     chains.push(Chain {
@@ -32,11 +39,22 @@ pub(super) fn mangle(
     }
 }
 
-/// Entry point: LAN packets go (`-g`, so a RETURN there ends our part at once) to the LAN
-/// chain; a NEW connection from an uplink (a port forward) gets that uplink's mark in its CONNMARK only. Never a packet mark here: a reply
-/// from the internet carrying a mark would be routed straight back out of the WAN.
+/// Entry point. A packet of a connection already decided goes (`-g`) to the restore and is
+/// done: the jump, this test and the restore are all an established packet costs, in both
+/// directions. A NEW one from the LAN goes to the LAN chain; a NEW connection from an
+/// uplink (a port forward) gets that uplink's mark in its CONNMARK only.
+///
+/// Restoring the mark on replies from the internet is safe only because of the
+/// `suppress_prefixlength 0` rule ahead of the fwmark rules: a reply to a LAN host finds
+/// main's LAN route first. Without it, the fwmark rule would send the reply back out of the
+/// WAN and every connection would hang (see docs/architecture.md).
 fn prerouting(config: &Config) -> Chain {
-    let mut rules: Vec<Rule> = ha_takeover_guard(config).into_iter().collect();
+    let mut rules = vec![Rule::new(
+        vec![Match::NewConnection { negated: true }],
+        Target::Goto(CHAIN_RESTORE.into()),
+        "multiwan established",
+    )];
+    rules.extend(ha_takeover_guard(config));
     rules.extend(config.lan_interfaces.iter().map(|lan| {
         Rule::new(
             vec![Match::InInterface(lan.clone())],
@@ -60,6 +78,20 @@ fn prerouting(config: &Config) -> Chain {
     Chain {
         name: CHAIN_PREROUTING.into(),
         rules,
+    }
+}
+
+/// The connection's decision, if any, onto the packet (our bits only).
+fn restore(config: &Config) -> Chain {
+    Chain {
+        name: CHAIN_RESTORE.into(),
+        rules: vec![Rule::new(
+            vec![],
+            Target::RestoreMark {
+                mask: config.marks.mask,
+            },
+            "multiwan restore",
+        )],
     }
 }
 
@@ -161,33 +193,72 @@ fn lan(config: &Config) -> Chain {
     }
 }
 
-fn policy_rules(config: &Config, decisions: &[PolicyPlan]) -> Vec<Rule> {
+/// What a policy's matching connections get under its current decision.
+fn decision_target(config: &Config, decision: &Decision) -> Target {
+    let mask = config.marks.mask;
+    match decision {
+        Decision::Pinned { uplink } => {
+            let u = config
+                .uplink(uplink)
+                .expect("validated: policy names a known uplink");
+            Target::SetMark {
+                value: config.marks.uplink(u.id),
+                mask,
+            }
+        }
+        Decision::FallbackBalance { .. } => Target::Jump(CHAIN_BALANCE.into()),
+        Decision::FallbackDrop { .. } => Target::Drop,
+        Decision::Main => Target::SetMark {
+            value: config.marks.main(),
+            mask,
+        },
+    }
+}
+
+/// The policies in order: each its own rules, or a run of pins as one rule per set.
+fn policy_rules(
+    config: &Config,
+    decisions: &[PolicyPlan],
+    (layout, runs): &(Vec<Layout>, Vec<PinRun>),
+) -> Vec<Rule> {
     let mask = config.marks.mask;
     let mut out = Vec::new();
-    for (i, (policy, plan)) in config.policies.iter().zip(decisions).enumerate() {
-        let target = match &plan.decision {
-            Decision::Pinned { uplink } => {
-                let u = config
-                    .uplink(uplink)
-                    .expect("validated: policy names a known uplink");
-                Target::SetMark {
-                    value: config.marks.uplink(u.id),
-                    mask,
+    for item in layout {
+        match *item {
+            Layout::Rules(i) => {
+                let policy = &config.policies[i];
+                let target = decision_target(config, &decisions[i].decision);
+                for matches in policy_matches(i, policy, mask) {
+                    let comment = format!("multiwan policy {}", policy.name);
+                    out.push(Rule::new(matches, target.clone(), comment).origin(Origin::Policy(i)));
                 }
             }
-            Decision::FallbackBalance { .. } => Target::Jump(CHAIN_BALANCE.into()),
-            Decision::FallbackDrop { .. } => Target::Drop,
-            Decision::Main => Target::SetMark {
-                value: config.marks.main(),
-                mask,
-            },
-        };
-        for matches in policy_matches(i, policy, mask) {
-            let comment = format!("multiwan policy {}", policy.name);
-            out.push(Rule::new(matches, target.clone(), comment).origin(Origin::Policy(i)));
+            Layout::Run(r) => out.extend(run_rules(config, decisions, r, &runs[r])),
         }
     }
     out
+}
+
+/// One rule per set of a run, in the run's order.
+fn run_rules(config: &Config, decisions: &[PolicyPlan], r: usize, run: &PinRun) -> Vec<Rule> {
+    let unmarked = Match::Mark {
+        value: 0,
+        mask: config.marks.mask,
+        negated: false,
+    };
+    run.groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| {
+            let matches = match run.side {
+                Side::Source => Match::SourceInSet(group.set.clone()),
+                Side::Destination => Match::DestinationInSet(group.set.clone()),
+            };
+            let target = decision_target(config, &decisions[group.policies[0]].decision);
+            let comment = format!("multiwan pins {}", group.set);
+            Rule::new(vec![matches, unmarked.clone()], target, comment).origin(Origin::Pins(r, g))
+        })
+        .collect()
 }
 
 /// The ipset holding a long source or destination list of policy `index`. A `.` cannot

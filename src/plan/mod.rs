@@ -8,6 +8,7 @@ pub mod flush;
 pub mod forward;
 mod mangle;
 mod nat;
+pub mod pins;
 mod render;
 pub mod routing;
 pub mod rules;
@@ -32,6 +33,8 @@ use crate::health::Health;
 
 pub const CHAIN_PREROUTING: &str = "MULTIWAN_PREROUTING";
 pub const CHAIN_LAN: &str = "MULTIWAN_LAN";
+/// Packets of connections already seen: the decision restored from the connection.
+pub const CHAIN_RESTORE: &str = "MULTIWAN_RESTORE";
 /// The router's own new connections (DNS, NTP, a VPN) are decided like the LAN's.
 pub const CHAIN_OUTPUT: &str = "MULTIWAN_OUTPUT";
 pub const CHAIN_POLICY: &str = "MULTIWAN_POLICY";
@@ -210,6 +213,8 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     pub sets: Vec<IpSet>,
     pub forwards: Vec<ForwardPlan>,
+    /// Runs of pins matched through sets (see [`pins`]).
+    pub pins: Vec<pins::PinRun>,
 }
 
 /// Which backends of a port forward receive new connections now.

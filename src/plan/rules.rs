@@ -84,6 +84,8 @@ pub enum Origin {
     Plumbing,
     Connected,
     Policy(usize),
+    /// A run of pins kept in sets: the run (an index into the plan's `pins`) and the set.
+    Pins(usize, usize),
     Balance,
     /// A port forward's rule, by index in the config.
     Forward(usize),

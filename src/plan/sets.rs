@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use super::mangle::policy_set;
+use super::pins::{Layout, PinRun};
 use super::*;
 use crate::config::SET_THRESHOLD;
 
@@ -70,7 +71,11 @@ pub fn swap_script(sets: &[&IpSet]) -> String {
     out
 }
 
-pub(super) fn sets(config: &Config, observed: &Observed) -> Vec<IpSet> {
+pub(super) fn sets(
+    config: &Config,
+    observed: &Observed,
+    (layout, runs): &(Vec<Layout>, Vec<PinRun>),
+) -> Vec<IpSet> {
     let mut out = vec![IpSet {
         family: Family::Ipv4,
         name: CONNECTED_SET.into(),
@@ -86,7 +91,20 @@ pub(super) fn sets(config: &Config, observed: &Observed) -> Vec<IpSet> {
             networks: Resolved::Known(s.networks.clone()),
         });
     }
-    for (i, p) in config.policies.iter().enumerate() {
+    for group in runs.iter().flat_map(|r| &r.groups) {
+        out.push(IpSet {
+            family: Family::Ipv4,
+            name: group.set.clone(),
+            networks: Resolved::Known(group.networks.clone()),
+        });
+    }
+    // A long list of a policy with rules of its own is one set of its own.
+    let own = layout.iter().filter_map(|l| match l {
+        Layout::Rules(i) => Some(*i),
+        Layout::Run(_) => None,
+    });
+    for i in own {
+        let p = &config.policies[i];
         for (dir, nets) in [
             ("src", &p.matcher.sources),
             ("dst", &p.matcher.destinations),
