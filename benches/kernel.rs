@@ -21,7 +21,7 @@ use multiwan::config;
 use multiwan::kernel::netfilter;
 use multiwan::plan::{Family, Observed, Plan};
 
-const PINS: usize = 1000;
+const PINS: usize = 10_000;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -44,10 +44,13 @@ fn main() {
         let path_a = lab.file("a.yaml", &cfg_a).to_string_lossy().into_owned();
         let rt = format!("/var/run/netns/{}", lab.ns("rt"));
         if wanted("apply") {
-            let (apply, baseline, rules) = in_netns(&rt, move || bench_apply(&path_a));
-            report_apply(apply, baseline, rules);
-            let (delta, full) = in_netns(&rt, move || bench_swap(&cfg_a, &cfg_b));
+            let (apply, install, baseline, rules) = in_netns(&rt, move || bench_apply(&path_a));
+            report_apply(apply, install, baseline, rules);
+            let a = cfg_a.clone();
+            let (delta, full) = in_netns(&rt, move || bench_swap(&a, &cfg_b));
             report_swap(&delta, &full);
+            let failover = in_netns(&rt, move || bench_failover_swap(&cfg_a));
+            report_failover_swap(&failover);
         }
         if wanted("throughput") {
             bench_throughput(&lab);
@@ -255,7 +258,29 @@ fn ms(d: Duration) -> f64 {
 
 /// Median wall time of `multiwan apply` from a clean state, and the time of installing the
 /// same rules with one `iptables` process per rule.
-fn bench_apply(path: &str) -> (Duration, Duration, usize) {
+/// The install alone, in this process (config already read): sets, rules, routing.
+fn install_times(path: &str) -> Vec<Duration> {
+    let bin = env!("CARGO_BIN_EXE_multiwan");
+    let config = multiwan::files::load_config(std::path::Path::new(path)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let installer = rt
+        .block_on(async { multiwan::kernel::install::Installer::new() })
+        .unwrap();
+    (0..7)
+        .map(|_| {
+            run(&[bin, "cleanup", "-c", path]);
+            let t = Instant::now();
+            rt.block_on(installer.apply(&config, &Default::default(), &Default::default()))
+                .unwrap();
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn bench_apply(path: &str) -> (Duration, Duration, Duration, usize) {
     let bin = env!("CARGO_BIN_EXE_multiwan");
     let mut times = Vec::new();
     for _ in 0..7 {
@@ -264,12 +289,15 @@ fn bench_apply(path: &str) -> (Duration, Duration, usize) {
         run(&[bin, "apply", "-c", path]);
         times.push(t.elapsed());
     }
+    let install = median(install_times(path));
     let script = Command::new(bin)
         .args(["plan", "-c", path, "--format", "iptables"])
         .output()
         .unwrap()
         .stdout;
-    let script = String::from_utf8(script).unwrap();
+    // The baseline installs what a per-rule tool would: one rule per pinned host, where
+    // multiwan has a few set rules.
+    let script = one_rule_per_pin(&String::from_utf8(script).unwrap(), path);
     run(&[bin, "cleanup", "-c", path]);
     // Baseline: the same chains and rules, one iptables call each (what the tutorials and
     // the iptables crate do).
@@ -314,7 +342,35 @@ fn bench_apply(path: &str) -> (Duration, Duration, usize) {
     }
     let baseline = t.elapsed();
     run(&[bin, "cleanup", "-c", path]);
-    (median(times), baseline, calls)
+    (median(times), install, baseline, calls)
+}
+
+/// The plan's iptables text with each pin set's rule replaced by one rule per host in it.
+fn one_rule_per_pin(script: &str, path: &str) -> String {
+    let config = multiwan::files::load_config(std::path::Path::new(path)).unwrap();
+    let plan = Plan::build(&config, &Observed::default());
+    let mut out = String::new();
+    for line in script.lines() {
+        let group = plan
+            .pins
+            .iter()
+            .flat_map(|r| &r.groups)
+            .find(|g| line.contains(&format!("--match-set {} src", g.set)));
+        match group {
+            Some(g) => {
+                for n in &g.networks {
+                    let rule = line.replace(&format!("-m set --match-set {} src", g.set), &format!("-s {n}"));
+                    out.push_str(&rule);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// Splits a rule line on spaces, keeping "quoted words" together.
@@ -330,21 +386,74 @@ fn split_quoted(line: &str) -> Vec<String> {
     out
 }
 
-fn report_apply(apply: Duration, baseline: Duration, calls: usize) {
+fn report_apply(apply: Duration, install: Duration, baseline: Duration, calls: usize) {
     println!("## apply with {PINS} pinned hosts");
     println!("| what | time |");
     println!("|---|---|");
     println!(
-        "| `multiwan apply` (whole command: netlink, ipset, iptables-restore, verify), median of 7 | {:.1} ms |",
+        "| `multiwan apply` (whole command: reading the 10 000-policy file, netlink, ipset, iptables-restore, verify), median of 7 | {:.1} ms |",
         ms(apply)
     );
     println!(
-        "| same {calls} chains and rules, one `iptables` call each | {:.1} ms |",
+        "| the install alone (config already read: sets, rules, routing), median of 7 | {:.1} ms |",
+        ms(install)
+    );
+    println!(
+        "| the same with one rule per pinned host: {calls} chains and rules, one `iptables` call each | {:.1} ms |",
         ms(baseline)
     );
     println!(
-        "| ratio (baseline / multiwan) | {:.1}x |",
+        "| ratio (baseline / whole command) | {:.1}x |",
         baseline.as_secs_f64() / apply.as_secs_f64()
+    );
+    println!(
+        "| ratio (baseline / install) | {:.1}x |",
+        baseline.as_secs_f64() / install.as_secs_f64()
+    );
+    println!();
+}
+
+/// A failover of isp1 (half of the pins pinned to it) and back, 10 times: the delta swap
+/// of the chains that change (the policy chain's few set rules and the balance chain).
+fn bench_failover_swap(a: &str) -> Vec<Duration> {
+    let c = config::parse(a, "a.yaml").unwrap();
+    let up = Plan::build(&c, &Observed::default());
+    let mut observed = Observed::default();
+    observed
+        .health
+        .insert("isp1".into(), multiwan::health::Health::Down);
+    let down = Plan::build(&c, &observed);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(multiwan::kernel::ipset::update(&up.sets)).unwrap();
+    rt.block_on(netfilter::apply(&up)).unwrap();
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let (from, to) = if i % 2 == 0 { (&up, &down) } else { (&down, &up) };
+        let t = Instant::now();
+        let changes = rt.block_on(netfilter::apply_delta(from, to)).unwrap();
+        if i % 2 == 0 {
+            times.push(t.elapsed());
+            assert_eq!(
+                changes.chains(),
+                vec!["mangle/MULTIWAN_POLICY", "mangle/MULTIWAN_BALANCE"]
+            );
+        }
+    }
+    times
+}
+
+fn report_failover_swap(times: &[Duration]) {
+    let d = median(times.to_vec());
+    println!("## failover of an uplink with {} of the {PINS} pins (10 times)", PINS / 2);
+    println!("| what | median | worst |");
+    println!("|---|---|---|");
+    println!(
+        "| swap of the policy chain (one rule per set) and the balance chain, one transaction | {:.2} ms | {:.2} ms |",
+        ms(d),
+        ms(*times.iter().max().unwrap())
     );
     println!();
 }
@@ -416,8 +525,15 @@ fn report_swap(delta: &[Duration], full: &[Duration]) {
     println!();
 }
 
-fn iperf(lab: &lab::Lab) -> f64 {
-    let out = lab.exec("lan", &["iperf3", "-c", "192.0.2.10", "-t", "4", "-J"]);
+/// One iperf3 run from the LAN host to the internet server: `reverse` for download,
+/// `flows` parallel streams. Bits per second received.
+fn iperf(lab: &lab::Lab, reverse: bool, flows: u32) -> f64 {
+    let flows = flows.to_string();
+    let mut argv = vec!["iperf3", "-c", "192.0.2.10", "-t", "4", "-J", "-P", &flows];
+    if reverse {
+        argv.push("-R");
+    }
+    let out = lab.exec("lan", &argv);
     assert!(
         out.status.success(),
         "iperf3: {}",
@@ -429,19 +545,19 @@ fn iperf(lab: &lab::Lab) -> f64 {
         .expect("bits_per_second")
 }
 
-/// Alternates plain masquerade and multiwan (with the 1000 pins), five runs each: on two
-/// shared cores a single run varies by +-8 %.
+/// The four ways traffic is measured: upload and download, one flow and four.
+const THROUGHPUT_CASES: [(&str, bool, u32); 4] = [
+    ("upload, 1 flow", false, 1),
+    ("upload, 4 flows", false, 4),
+    ("download (-R), 1 flow", true, 1),
+    ("download (-R), 4 flows", true, 4),
+];
+
+/// Plain masquerade and multiwan (with the pins), alternating, five runs of each case: on
+/// two shared cores a single run varies by +-8 %, so medians.
 fn bench_throughput(lab: &lab::Lab) {
     let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("inet"),
-            "iperf3",
-            "-s",
-            "-B",
-            "192.0.2.10",
-        ])
+        .args(["netns", "exec", &lab.ns("inet"), "iperf3", "-s", "-B", "192.0.2.10"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -450,84 +566,68 @@ fn bench_throughput(lab: &lab::Lab) {
         .file("pins.yaml", &config_text(70))
         .to_string_lossy()
         .into_owned();
-    let masq = [
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "POSTROUTING",
-        "-o",
-        "wan1",
-        "-j",
-        "MASQUERADE",
-    ];
-    let (mut plain, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        lab.multiwan_ok(&["cleanup", "-c", &path]);
-        lab.exec_ok("rt", &masq);
-        plain.push(iperf(lab));
+    let masq = |op: &str| {
         lab.exec_ok(
             "rt",
-            &[
-                "iptables",
-                "-t",
-                "nat",
-                "-D",
-                "POSTROUTING",
-                "-o",
-                "wan1",
-                "-j",
-                "MASQUERADE",
-            ],
+            &["iptables", "-t", "nat", op, "POSTROUTING", "-o", "wan1", "-j", "MASQUERADE"],
         );
+    };
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 4];
+    for _ in 0..5 {
+        lab.multiwan_ok(&["cleanup", "-c", &path]);
+        masq("-A");
+        for (i, (_, reverse, flows)) in THROUGHPUT_CASES.iter().enumerate() {
+            results[i].0.push(iperf(lab, *reverse, *flows));
+        }
+        masq("-D");
         lab.multiwan_ok(&["apply", "-c", &path]);
-        ours.push(iperf(lab));
+        for (i, (_, reverse, flows)) in THROUGHPUT_CASES.iter().enumerate() {
+            results[i].1.push(iperf(lab, *reverse, *flows));
+        }
     }
     let counters = lab.exec_ok("rt", &["iptables-save", "-c", "-t", "mangle"]);
     let _ = server.kill();
     let _ = server.wait();
-    let stats = |mut v: Vec<f64>| {
+    report_throughput(&results, &counters);
+}
+
+fn report_throughput(results: &[(Vec<f64>, Vec<f64>)], counters: &str) {
+    let stats = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         (v[v.len() / 2], v[0], v[v.len() - 1])
     };
-    let (p, pmin, pmax) = stats(plain);
-    let (o, omin, omax) = stats(ours);
-    println!("## TCP throughput LAN -> internet (iperf3, 4 s, 5 alternating runs)");
-    println!("| setup | median | min - max |");
-    println!("|---|---|---|");
-    println!(
-        "| plain masquerade, main table | {:.2} Gbit/s | {:.2} - {:.2} |",
-        p / 1e9,
-        pmin / 1e9,
-        pmax / 1e9
-    );
-    println!(
-        "| multiwan, full rule set with {PINS} pins | {:.2} Gbit/s | {:.2} - {:.2} |",
-        o / 1e9,
-        omin / 1e9,
-        omax / 1e9
-    );
-    println!("| ratio of medians (multiwan / plain) | {:.3} | |", o / p);
+    println!("## TCP throughput through the router (iperf3, 4 s, 5 alternating runs each)");
+    println!("| traffic | plain masquerade: median (min - max) | multiwan, {PINS} pins | ratio of medians |");
+    println!("|---|---|---|---|");
+    for ((what, _, _), (plain, ours)) in THROUGHPUT_CASES.iter().zip(results) {
+        let (p, pmin, pmax) = stats(plain);
+        let (o, omin, omax) = stats(ours);
+        println!(
+            "| {what} | {:.2} Gbit/s ({:.2} - {:.2}) | {:.2} Gbit/s ({:.2} - {:.2}) | {:.3} |",
+            p / 1e9,
+            pmin / 1e9,
+            pmax / 1e9,
+            o / 1e9,
+            omin / 1e9,
+            omax / 1e9,
+            o / p
+        );
+    }
     println!();
     println!(
-        "Rules an established LAN packet traverses in mangle: PREROUTING's jump, `-i lan0 -g MULTIWAN_LAN`,"
+        "Rules an established packet traverses in mangle, either direction: PREROUTING's jump,"
     );
-    println!("the CONNMARK restore and the `decided` RETURN: 4. Counters of the last run:");
-    for line in counters.lines().filter(|l| {
-        l.contains("multiwan restore")
-            || l.contains("multiwan decided")
-            || l.contains("multiwan not new")
-    }) {
-        let packets = line
-            .trim_start_matches('[')
-            .split(':')
-            .next()
-            .unwrap_or("?");
+    println!("`! --ctstate NEW -g MULTIWAN_RESTORE` and the CONNMARK restore: 3. Counters of the last runs:");
+    for line in counters.lines().filter(|l| l.contains("--comment \"multiwan ")) {
+        let packets = line.trim_start_matches('[').split(':').next().unwrap_or("?");
         let name = line
             .split("--comment \"")
             .nth(1)
             .and_then(|s| s.split('"').next())
             .unwrap_or("?");
-        println!("- `{name}`: {packets} packets");
+        let chain = line.split_whitespace().nth(2).unwrap_or("?");
+        println!("- {chain} `{name}`: {packets} packets");
     }
+    println!();
 }

@@ -53,31 +53,6 @@ impl Locator {
     }
 }
 
-/// The first YAML tag in the text (`!custom`, `!!python/object/apply:...`), where it is.
-/// serde silently drops some of them (`!!` tags of types it does not know): a value that
-/// means something other than it says has no place in a router's config, so the caller
-/// refuses every tag.
-pub fn first_tag(text: &str) -> Option<(Position, String)> {
-    for item in Parser::new_from_str(text) {
-        let Ok((event, span)) = item else {
-            return None;
-        };
-        let tag = match event {
-            Event::Scalar(_, _, _, tag) => tag,
-            Event::SequenceStart(_, tag) | Event::MappingStart(_, tag) => tag,
-            _ => None,
-        };
-        if let Some(t) = tag {
-            let position = Position {
-                line: span.start.line(),
-                column: span.start.col() + 1,
-            };
-            return Some((position, format!("{}{}", t.handle, t.suffix)));
-        }
-    }
-    None
-}
-
 enum Frame {
     Map {
         path: FieldPath,

@@ -90,23 +90,23 @@ impl<'a> Checker<'a> {
             self.at(1, 1, "(document)", message);
             return false;
         }
-        if let Some((line, column, depth)) =
-            super::depth::too_deep(self.text, super::depth::MAX_DEPTH)
-        {
-            let message = format!(
-                "nested {depth} levels deep; no setting is deeper than 6 and the limit is {}",
-                super::depth::MAX_DEPTH
-            );
-            self.at(line, column, "(document)", message);
-            return false;
+        match super::depth::scan(self.text, super::depth::MAX_DEPTH) {
+            Some(super::depth::Finding::TooDeep { line, column, depth }) => {
+                let message = format!(
+                    "nested {depth} levels deep; no setting is deeper than 6 and the limit is {}",
+                    super::depth::MAX_DEPTH
+                );
+                self.at(line, column, "(document)", message);
+                false
+            }
+            Some(super::depth::Finding::Tag { line, column, tag }) => {
+                let message =
+                    format!("YAML tags like `{tag}` are not supported: write the plain value");
+                self.at(line, column, "(document)", message);
+                false
+            }
+            None => true,
         }
-        if let Some((at, tag)) = super::locate::first_tag(self.text) {
-            let message =
-                format!("YAML tags like `{tag}` are not supported: write the plain value");
-            self.at(at.line, at.column, "(document)", message);
-            return false;
-        }
-        true
     }
 
     /// A problem at a known position.
