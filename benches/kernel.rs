@@ -359,7 +359,10 @@ fn one_rule_per_pin(script: &str, path: &str) -> String {
         match group {
             Some(g) => {
                 for n in &g.networks {
-                    let rule = line.replace(&format!("-m set --match-set {} src", g.set), &format!("-s {n}"));
+                    let rule = line.replace(
+                        &format!("-m set --match-set {} src", g.set),
+                        &format!("-s {n}"),
+                    );
                     out.push_str(&rule);
                     out.push('\n');
                 }
@@ -427,11 +430,16 @@ fn bench_failover_swap(a: &str) -> Vec<Duration> {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(multiwan::kernel::ipset::update(&up.sets)).unwrap();
+    rt.block_on(multiwan::kernel::ipset::update(&up.sets))
+        .unwrap();
     rt.block_on(netfilter::apply(&up)).unwrap();
     let mut times = Vec::new();
     for i in 0..20 {
-        let (from, to) = if i % 2 == 0 { (&up, &down) } else { (&down, &up) };
+        let (from, to) = if i % 2 == 0 {
+            (&up, &down)
+        } else {
+            (&down, &up)
+        };
         let t = Instant::now();
         let changes = rt.block_on(netfilter::apply_delta(from, to)).unwrap();
         if i % 2 == 0 {
@@ -447,7 +455,10 @@ fn bench_failover_swap(a: &str) -> Vec<Duration> {
 
 fn report_failover_swap(times: &[Duration]) {
     let d = median(times.to_vec());
-    println!("## failover of an uplink with {} of the {PINS} pins (10 times)", PINS / 2);
+    println!(
+        "## failover of an uplink with {} of the {PINS} pins (10 times)",
+        PINS / 2
+    );
     println!("| what | median | worst |");
     println!("|---|---|---|");
     println!(
@@ -557,7 +568,15 @@ const THROUGHPUT_CASES: [(&str, bool, u32); 4] = [
 /// two shared cores a single run varies by +-8 %, so medians.
 fn bench_throughput(lab: &lab::Lab) {
     let mut server = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("inet"), "iperf3", "-s", "-B", "192.0.2.10"])
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("inet"),
+            "iperf3",
+            "-s",
+            "-B",
+            "192.0.2.10",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -569,7 +588,17 @@ fn bench_throughput(lab: &lab::Lab) {
     let masq = |op: &str| {
         lab.exec_ok(
             "rt",
-            &["iptables", "-t", "nat", op, "POSTROUTING", "-o", "wan1", "-j", "MASQUERADE"],
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                op,
+                "POSTROUTING",
+                "-o",
+                "wan1",
+                "-j",
+                "MASQUERADE",
+            ],
         );
     };
     let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); 4];
@@ -598,7 +627,9 @@ fn report_throughput(results: &[(Vec<f64>, Vec<f64>)], counters: &str) {
         (v[v.len() / 2], v[0], v[v.len() - 1])
     };
     println!("## TCP throughput through the router (iperf3, 4 s, 5 alternating runs each)");
-    println!("| traffic | plain masquerade: median (min - max) | multiwan, {PINS} pins | ratio of medians |");
+    println!(
+        "| traffic | plain masquerade: median (min - max) | multiwan, {PINS} pins | ratio of medians |"
+    );
     println!("|---|---|---|---|");
     for ((what, _, _), (plain, ours)) in THROUGHPUT_CASES.iter().zip(results) {
         let (p, pmin, pmax) = stats(plain);
@@ -618,9 +649,18 @@ fn report_throughput(results: &[(Vec<f64>, Vec<f64>)], counters: &str) {
     println!(
         "Rules an established packet traverses in mangle, either direction: PREROUTING's jump,"
     );
-    println!("`! --ctstate NEW -g MULTIWAN_RESTORE` and the CONNMARK restore: 3. Counters of the last runs:");
-    for line in counters.lines().filter(|l| l.contains("--comment \"multiwan ")) {
-        let packets = line.trim_start_matches('[').split(':').next().unwrap_or("?");
+    println!(
+        "`! --ctstate NEW -g MULTIWAN_RESTORE` and the CONNMARK restore: 3. Counters of the last runs:"
+    );
+    for line in counters
+        .lines()
+        .filter(|l| l.contains("--comment \"multiwan "))
+    {
+        let packets = line
+            .trim_start_matches('[')
+            .split(':')
+            .next()
+            .unwrap_or("?");
         let name = line
             .split("--comment \"")
             .nth(1)

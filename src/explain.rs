@@ -288,7 +288,18 @@ impl Walker<'_> {
             return false;
         };
         match &set.networks {
-            Resolved::Known(nets) => nets.iter().any(|n| n.contains(&ip)),
+            Resolved::Known(nets) if nets.iter().any(|n| n.contains(&ip)) => true,
+            Resolved::Known(_) => {
+                if set.learned_timeout.is_some() {
+                    let note = format!(
+                        "assumed {ip} is not among the addresses a resolver added to {name} for its domains (`ipset test {name} {ip}` tells)"
+                    );
+                    if !self.notes.contains(&note) {
+                        self.notes.push(note);
+                    }
+                }
+                false
+            }
             Resolved::Unknown(what) => {
                 let note = format!("assumed {ip} is not in {name} ({what})");
                 if !self.notes.contains(&note) {

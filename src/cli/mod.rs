@@ -3,6 +3,7 @@
 mod apply;
 mod check;
 mod cleanup;
+mod dnsmasq;
 mod explain;
 mod ha;
 mod plan;
@@ -39,6 +40,9 @@ pub enum Command {
     Run(run::Args),
     /// Show what the running daemon is doing: states, weights, RTT, loss, reasons.
     Status(status::Args),
+    /// Print or write the dnsmasq drop-in that fills the sets with `domains` (no root
+    /// needed to print).
+    Dnsmasq(dnsmasq::Args),
     /// Two routers as a VRRP pair: render keepalived/conntrackd configs, role changes, checks.
     Ha(ha::Args),
 }
@@ -102,6 +106,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(a) => cleanup::run(a),
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),
+        Command::Dnsmasq(a) => dnsmasq::run(a),
         Command::Ha(a) => ha::run(a),
     }
 }

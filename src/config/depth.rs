@@ -11,8 +11,16 @@ pub const MAX_DEPTH: usize = 32;
 /// What the scan found first, at a 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
-    TooDeep { line: usize, column: usize, depth: usize },
-    Tag { line: usize, column: usize, tag: String },
+    TooDeep {
+        line: usize,
+        column: usize,
+        depth: usize,
+    },
+    Tag {
+        line: usize,
+        column: usize,
+        tag: String,
+    },
 }
 
 /// The first place the text nests deeper than `max` or carries a tag.
@@ -52,7 +60,11 @@ pub fn scan(text: &str, max: usize) -> Option<Finding> {
                 Seen::Tag => Finding::Tag {
                     line,
                     column,
-                    tag: rest[col..].split([' ', ',', ']', '}']).next().unwrap_or("!").to_string(),
+                    tag: rest[col..]
+                        .split([' ', ',', ']', '}'])
+                        .next()
+                        .unwrap_or("!")
+                        .to_string(),
                 },
             });
         }
@@ -106,8 +118,9 @@ fn flow_depth(line: &str, flow: &mut usize, base: usize, max: usize) -> Option<(
             (Some(_), _) => {}
             (None, '"' | '\'') => quote = Some(c),
             (None, '#') if previous == ' ' => return None,
-            (None, '!') if matches!(last, ' ' | ':' | '-' | ',' | '[' | '{' | '?')
-                && (previous == ' ' || matches!(previous, ',' | '[' | '{')) =>
+            (None, '!')
+                if matches!(last, ' ' | ':' | '-' | ',' | '[' | '{' | '?')
+                    && (previous == ' ' || matches!(previous, ',' | '[' | '{')) =>
             {
                 return Some((col, Seen::Tag));
             }

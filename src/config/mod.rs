@@ -39,7 +39,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 pub fn schema_keys() -> Vec<String> {
     use raw::*;
     let mut keys: Vec<String> = validate::TOP_KEYS.iter().map(|k| k.to_string()).collect();
-    let sections: [(&str, Vec<String>); 11] = [
+    let sections: [(&str, Vec<String>); 12] = [
         ("uplinks[]", fields::<RawUplink>()),
         ("uplinks[].probe", fields::<RawProbe>()),
         ("uplinks[].probe.degraded", fields::<RawDegraded>()),
@@ -53,6 +53,7 @@ pub fn schema_keys() -> Vec<String> {
             vec!["address".into(), "port".into(), "weight".into()],
         ),
         ("port_forwards[].health_check", fields::<RawHealthCheck>()),
+        ("sets.NAME", fields::<RawSet>()),
         ("ha", fields::<RawHa>()),
     ];
     for (section, names) in sections {

@@ -331,7 +331,13 @@ pub enum Fallback {
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationSet {
     pub name: String,
+    /// Static members: always in the set.
     pub networks: Vec<Ipv4Net>,
+    /// Domains whose addresses a resolver adds to the set (with their subdomains).
+    pub domains: Vec<String>,
+    /// How long an address the resolver added stays (set when `domains` are given).
+    #[serde(with = "duration_ms_opt")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +420,18 @@ impl MarkLayout {
 
 /// Highest uplink id: uplink rules use priority offsets 100+id and 200+id inside our range.
 pub const MAX_UPLINK_ID: u32 = 99;
+
+pub(crate) mod duration_ms_opt {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            None => s.serialize_none(),
+        }
+    }
+}
 
 pub(crate) mod duration_ms {
     use serde::Serializer;

@@ -19,6 +19,26 @@ pub fn check_interface(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A domain a resolver fills a set from: 1-253 characters, labels of 1-63 of `a-z 0-9 -`
+/// (not starting or ending with `-`) joined by dots. Lower case: names do not depend on
+/// case. Nothing else can reach the resolver's config line.
+pub fn check_domain(name: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "`{name}` is not a domain name: labels of a-z 0-9 - joined by dots, like netflix.com (lower case)"
+        ));
+    }
+    Ok(())
+}
+
 /// A multiwan object name (uplink, policy, set): 1-`max` of `[a-z0-9_-]`, starting with a
 /// letter or digit.
 pub fn check_name(name: &str, max: usize) -> Result<(), String> {

@@ -6,10 +6,14 @@ use std::collections::{BTreeMap, HashSet};
 use serde_norway::Value;
 
 use super::model::*;
-use super::names::check_name;
+use super::names::{check_domain, check_name};
 use super::path::FieldPath;
 use super::raw::*;
 use super::validate::Checker;
+
+/// Domains of one set: each is a line of the resolver's config and a suffix it tests
+/// every answer against.
+const MAX_DOMAINS: usize = 1000;
 use super::values::{Net, OneOrMany};
 
 /// ipset's default `maxelem`: a set with more members cannot be filled ("Hash is full").
@@ -45,17 +49,82 @@ impl Checker<'_> {
                 self.error(&p, "`connected` is reserved: multiwan keeps the connected networks in a set of that name");
                 continue;
             }
-            let networks = match value {
-                Value::Null => Some(OneOrMany(Vec::new())),
-                v => self.typed::<OneOrMany<Net>>(&v, &p),
+            let set = match value {
+                Value::Null => Some(DestinationSet {
+                    name,
+                    networks: Vec::new(),
+                    domains: Vec::new(),
+                    timeout: None,
+                }),
+                Value::Mapping(_) => self.set_spec(name, &value, &p),
+                v => self
+                    .typed::<OneOrMany<Net>>(&v, &p)
+                    .map(|n| DestinationSet {
+                        name,
+                        networks: nets(Some(n)),
+                        domains: Vec::new(),
+                        timeout: None,
+                    }),
             };
-            if let Some(n) = networks {
-                let networks = nets(Some(n));
-                self.set_members(&networks, &p, "a set member");
-                out.push(DestinationSet { name, networks });
+            if let Some(set) = set {
+                let at = if set.domains.is_empty() {
+                    p.clone()
+                } else {
+                    p.key("members")
+                };
+                self.set_members(&set.networks, &at, "a set member");
+                out.push(set);
             }
         }
         out
+    }
+
+    /// A set written as a mapping: `members`, `domains` (with a `timeout` for the addresses
+    /// the resolver adds, 1h unless given), or both.
+    fn set_spec(&mut self, name: String, value: &Value, p: &FieldPath) -> Option<DestinationSet> {
+        let raw: RawSet = self.typed(value, p)?;
+        let domains = raw.domains.map(|d| d.0).unwrap_or_default();
+        if domains.len() > MAX_DOMAINS {
+            self.error(
+                &p.key("domains"),
+                format!(
+                    "{} domains: at most {MAX_DOMAINS} in a set (each covers its subdomains)",
+                    domains.len()
+                ),
+            );
+            return None;
+        }
+        for (i, d) in domains.iter().enumerate() {
+            if let Err(e) = check_domain(d) {
+                self.error(&p.key("domains").index(i), e);
+            }
+        }
+        if domains.is_empty() && raw.members.is_none() {
+            self.error(p, "give `members`, `domains` or both");
+        }
+        let timeout = match (domains.is_empty(), raw.timeout) {
+            (true, Some(_)) => {
+                self.error(
+                    &p.key("timeout"),
+                    "a timeout ages out what a resolver adds: it needs `domains`",
+                );
+                None
+            }
+            (true, None) => None,
+            (false, t) => {
+                let t = t.map_or(std::time::Duration::from_secs(3600), |s| s.0);
+                if t < std::time::Duration::from_secs(1) {
+                    self.error(&p.key("timeout"), "must be at least 1s");
+                }
+                Some(t)
+            }
+        };
+        Some(DestinationSet {
+            name,
+            networks: nets(raw.members),
+            domains,
+            timeout,
+        })
     }
 
     pub(super) fn policies(

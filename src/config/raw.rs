@@ -70,6 +70,15 @@ pub struct RawMatch {
     pub destination_set: Option<String>,
 }
 
+/// A set written as a mapping: static members, domains a resolver fills it from, or both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSet {
+    pub members: Option<OneOrMany<Net>>,
+    pub domains: Option<OneOrMany<String>>,
+    pub timeout: Option<Span>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNat {

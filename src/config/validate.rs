@@ -91,7 +91,11 @@ impl<'a> Checker<'a> {
             return false;
         }
         match super::depth::scan(self.text, super::depth::MAX_DEPTH) {
-            Some(super::depth::Finding::TooDeep { line, column, depth }) => {
+            Some(super::depth::Finding::TooDeep {
+                line,
+                column,
+                depth,
+            }) => {
                 let message = format!(
                     "nested {depth} levels deep; no setting is deeper than 6 and the limit is {}",
                     super::depth::MAX_DEPTH

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// A duration written with a unit: `500ms`, `1s`, `1.5s`, `2m`.
+/// A duration written with a unit: `500ms`, `1s`, `1.5s`, `2m`, `1h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Span(pub Duration);
 
@@ -20,9 +20,11 @@ impl Span {
             (n, 1.0)
         } else if let Some(n) = t.strip_suffix('m') {
             (n, 60.0)
+        } else if let Some(n) = t.strip_suffix('h') {
+            (n, 3600.0)
         } else {
             return Err(format!(
-                "`{text}` needs a unit: write it like 500ms, 1s or 2m"
+                "`{text}` needs a unit: write it like 500ms, 1s, 2m or 1h"
             ));
         };
         let value: f64 = num
@@ -30,7 +32,7 @@ impl Span {
             .parse()
             .map_err(|_| format!("`{text}` is not a duration (like 500ms, 1s or 2m)"))?;
         if !value.is_finite() || value < 0.0 || value * scale > 86_400.0 {
-            return Err(format!("`{text}` is out of range"));
+            return Err(format!("`{text}` is out of range: at most 24h"));
         }
         Ok(Self(Duration::from_secs_f64(value * scale)))
     }

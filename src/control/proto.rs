@@ -23,6 +23,9 @@ pub struct Status {
     pub uplinks: Vec<UplinkStatus>,
     pub policies: Vec<PolicyStatus>,
     pub forwards: Vec<ForwardStatus>,
+    /// multiwan's ipsets and their member counts, as the last reconcile read them.
+    #[serde(default)]
+    pub sets: Vec<SetStatus>,
     /// Present on a node of an HA pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaStatus>,
@@ -53,6 +56,17 @@ pub struct HaStatus {
     /// Where conntrackd's config is (the agent fills it; not part of the JSON).
     #[serde(skip)]
     pub conntrackd_config: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetStatus {
+    /// The ipset's name: `multiwan_<set>` for a config set, `multiwan_<set>.dns` for the
+    /// addresses a resolver adds to it.
+    pub name: String,
+    /// The members multiwan keeps (0 in a resolver's set).
+    pub members: usize,
+    /// In a resolver's set: the addresses that have not aged out yet (else None).
+    pub learned: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

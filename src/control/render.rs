@@ -1,6 +1,6 @@
 //! The table `multiwan status` prints, from the status document.
 
-use super::proto::{HaStatus, Status, UplinkStatus};
+use super::proto::{HaStatus, SetStatus, Status, UplinkStatus};
 
 /// `5s`, `3m12s`, `2h05m`, `4d03h`.
 pub fn ago(secs: f64) -> String {
@@ -103,6 +103,7 @@ pub fn render(status: &Status, now_unix: f64) -> String {
             let _ = writeln!(out, "{:<15} {}", f.name, list.join(", "));
         }
     }
+    render_sets(&mut out, &status.sets);
     if !status.policies.is_empty() {
         let _ = writeln!(out, "\nPOLICY          TARGET");
         for p in &status.policies {
@@ -121,6 +122,27 @@ pub fn render(status: &Status, now_unix: f64) -> String {
         );
     }
     out
+}
+
+/// Destination sets and pin sets with their member counts (the internal ones, such as the
+/// connected networks, only in the JSON).
+fn render_sets(out: &mut String, sets: &[SetStatus]) {
+    use std::fmt::Write;
+    let shown: Vec<&SetStatus> = sets
+        .iter()
+        .filter(|s| !crate::plan::INTERNAL_SETS.contains(&s.name.as_str()))
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nSET                       MEMBERS  LEARNED");
+    for s in shown {
+        let (members, learned) = match s.learned {
+            Some(n) => ("-".to_string(), n.to_string()),
+            None => (s.members.to_string(), "-".to_string()),
+        };
+        let _ = writeln!(out, "{:<25} {members:>7}  {learned:>7}", s.name);
+    }
 }
 
 fn render_ha(out: &mut String, ha: &HaStatus, now_unix: f64) {
@@ -208,6 +230,23 @@ mod tests {
                 target: "isp1 is down: balanced instead".into(),
             }],
             forwards: Vec::new(),
+            sets: vec![
+                SetStatus {
+                    name: "multiwan_connected".into(),
+                    members: 3,
+                    learned: None,
+                },
+                SetStatus {
+                    name: "multiwan_streaming".into(),
+                    members: 1,
+                    learned: None,
+                },
+                SetStatus {
+                    name: "multiwan_streaming.dns".into(),
+                    members: 0,
+                    learned: Some(42),
+                },
+            ],
             ha: Some(HaStatus {
                 node: "r1".into(),
                 peer: "10.60.0.2".into(),
@@ -258,5 +297,10 @@ mod tests {
             text.contains("console         isp1 is down: balanced instead"),
             "{text}"
         );
+        assert!(
+            text.contains("multiwan_streaming              1        -\nmultiwan_streaming.dns          -       42"),
+            "{text}"
+        );
+        assert!(!text.contains("multiwan_connected"), "{text}");
     }
 }

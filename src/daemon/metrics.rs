@@ -37,6 +37,13 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabels {
+    pub set: String,
+    /// config (multiwan's own members) | resolver (learned, aging out)
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabel {
     pub role: String,
 }
@@ -65,6 +72,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
     ha_role: Family<RoleLabel, Gauge>,
+    set_members: Family<SetLabels, Gauge>,
     /// Last seen totals, to turn the monitors' and rules' running totals into increments.
     seen: Mutex<HashMap<(String, &'static str), u64>>,
 }
@@ -94,6 +102,7 @@ impl Metrics {
             reloads: Family::default(),
             backend_up: Family::default(),
             ha_role: Family::default(),
+            set_members: Family::default(),
             seen: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -167,6 +176,11 @@ impl Metrics {
             "multiwan_backend_up",
             "1 when a port-forward backend is in rotation",
             m.backend_up.clone(),
+        );
+        r.register(
+            "multiwan_set_members",
+            "Members of each of multiwan's ipsets, by source: config or resolver",
+            m.set_members.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -268,6 +282,33 @@ impl Metrics {
         }
     }
 
+    /// Each set's member counts; sets that are gone lose their series.
+    pub fn set_members(
+        &self,
+        before: &BTreeMap<String, crate::kernel::ipset::Count>,
+        now: &BTreeMap<String, crate::kernel::ipset::Count>,
+    ) {
+        let labels = |set: &str, source: &str| SetLabels {
+            set: set.to_string(),
+            source: source.to_string(),
+        };
+        for set in before.keys().filter(|s| !now.contains_key(*s)) {
+            self.set_members.remove(&labels(set, "config"));
+            self.set_members.remove(&labels(set, "resolver"));
+        }
+        use crate::kernel::ipset::Count;
+        for (set, c) in now {
+            let (source, n) = match c {
+                Count::Members(n) => ("config", n),
+                Count::Learned(n) => ("resolver", n),
+                Count::Unknown => continue,
+            };
+            self.set_members
+                .get_or_create(&labels(set, source))
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The exposition text (OpenMetrics, which Prometheus reads).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -312,7 +353,24 @@ mod tests {
         };
         m.transition(&t);
         m.reloaded(true);
+        use crate::kernel::ipset::Count;
+        let before = BTreeMap::from([("multiwan_old".to_string(), Count::Members(1))]);
+        m.set_members(&BTreeMap::new(), &before);
+        let now = BTreeMap::from([
+            ("multiwan_tv".to_string(), Count::Members(2)),
+            ("multiwan_tv.dns".to_string(), Count::Learned(40)),
+        ]);
+        m.set_members(&before, &now);
         let text = m.encode();
+        assert!(
+            text.contains("multiwan_set_members{set=\"multiwan_tv.dns\",source=\"resolver\"} 40"),
+            "{text}"
+        );
+        assert!(
+            text.contains("multiwan_set_members{set=\"multiwan_tv\",source=\"config\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("multiwan_old"), "{text}");
         assert!(
             text.contains(
                 "multiwan_transitions_total{uplink=\"isp1\",to=\"down\",cause=\"probes\"} 1"

@@ -101,6 +101,8 @@ pub struct Report {
     pub netfilter: Changes,
     pub routing: RoutingChanges,
     pub sets: Vec<String>,
+    /// Each set's member counts (read by a full pass).
+    pub set_counts: Option<BTreeMap<String, super::ipset::Count>>,
     pub flushed: Vec<Flushed>,
     /// Our rules' packet counters (read by a full pass).
     pub counters: Option<Counters>,
@@ -251,6 +253,7 @@ impl Actor {
             sets: Vec::new(),
             flushed: Vec::new(),
             counters: None,
+            set_counts: None,
             settings: Vec::new(),
             warnings: Vec::new(),
             error: None,
@@ -330,6 +333,7 @@ impl Actor {
                 report.sets = applied.sets;
                 report.sets.extend(applied.stale_sets);
                 report.counters = Some(applied.counters);
+                report.set_counts = Some(applied.set_counts);
                 report.warnings.extend(applied.warnings);
                 self.observed = Some(applied.observed.clone());
                 report.observed = Some((applied.observed, applied.view));

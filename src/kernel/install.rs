@@ -30,8 +30,10 @@ pub struct Applied {
     pub netfilter: Changes,
     /// Our rules' packet counters, read on the way.
     pub counters: Counters,
-    /// Sets created or refilled.
+    /// Sets created, refilled or changed in place.
     pub sets: Vec<String>,
+    /// Each set's member counts.
+    pub set_counts: BTreeMap<String, ipset::Count>,
     /// Things that could not be installed yet.
     pub warnings: Vec<String>,
     pub routing: RoutingChanges,
@@ -103,7 +105,8 @@ impl Installer {
             view,
             netfilter: installed.changes,
             counters: installed.counters,
-            sets,
+            sets: sets.changed,
+            set_counts: sets.counts,
             warnings,
             routing,
             stale_sets,

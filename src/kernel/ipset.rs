@@ -1,14 +1,17 @@
-//! Keeps multiwan's ipsets (`multiwan_*`, type hash:net) filled. An update fills a
-//! temporary set and swaps it in (the text is the plan's, [`crate::plan::sets`]), so the
-//! live set is never half-filled.
+//! Keeps multiwan's ipsets (`multiwan_*`, type hash:net) filled. A set is refilled by
+//! filling a temporary set and swapping it in, so the live set is never half-filled. A set
+//! a resolver fills (`<set>.dns`) is only created: its members are never touched, and they
+//! move into the new set, with the time they have left, when its timeout changes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use serde::Serialize;
 
 use super::exec::{self, ToolError};
-use crate::plan::{IpSet, Resolved, SET_PREFIX, swap_script};
+use crate::plan::{IpSet, Resolved, SET_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpsetError {
@@ -16,22 +19,55 @@ pub enum IpsetError {
     Tool(#[from] ToolError),
 }
 
-/// Members of each set of ours, from `ipset save` output.
-pub fn parse_save(save: &str) -> HashMap<String, BTreeSet<Ipv4Net>> {
-    let mut out: HashMap<String, BTreeSet<Ipv4Net>> = HashMap::new();
+/// The temporary set an update fills and swaps in, one set after the other. Config names
+/// start with a letter or digit, so it cannot clash, and it fits beside the longest name.
+pub const TEMP: &str = "multiwan_.new";
+
+/// One set of ours as the kernel holds it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Present {
+    /// The set's `timeout` option (None: created without one).
+    pub timeout: Option<u32>,
+    /// Members that do not age out.
+    pub permanent: BTreeSet<Ipv4Net>,
+    /// Members that age out, with the seconds they have left.
+    pub learned: BTreeMap<Ipv4Net, u32>,
+}
+
+/// How many members a set has, for `status` and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Count {
+    /// A set of multiwan's own members.
+    Members(usize),
+    /// A resolver's set: the addresses that have not aged out yet.
+    Learned(usize),
+    #[default]
+    Unknown,
+}
+
+/// Each set of ours, from `ipset save` output.
+pub fn parse_save(save: &str) -> HashMap<String, Present> {
+    let mut out: HashMap<String, Present> = HashMap::new();
     for line in save.lines() {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("create"), Some(name), _) if name.starts_with(SET_PREFIX) => {
-                out.entry(name.to_string()).or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["create", name, rest @ ..] if name.starts_with(SET_PREFIX) => {
+                out.entry(name.to_string()).or_default().timeout = option(rest, "timeout");
             }
-            (Some("add"), Some(name), Some(member)) if name.starts_with(SET_PREFIX) => {
+            ["add", name, member, rest @ ..] if name.starts_with(SET_PREFIX) => {
                 // ipset prints single addresses without /32.
                 let net = member
                     .parse::<Ipv4Net>()
                     .or_else(|_| member.parse::<Ipv4Addr>().map(Ipv4Net::from));
-                if let Ok(n) = net {
-                    out.entry(name.to_string()).or_default().insert(n);
+                let Ok(net) = net else { continue };
+                let set = out.entry(name.to_string()).or_default();
+                match option(rest, "timeout") {
+                    Some(left) if left > 0 => {
+                        set.learned.insert(net, left);
+                    }
+                    _ => {
+                        set.permanent.insert(net);
+                    }
                 }
             }
             _ => {}
@@ -40,17 +76,83 @@ pub fn parse_save(save: &str) -> HashMap<String, BTreeSet<Ipv4Net>> {
     out
 }
 
-/// The sets that are missing or whose content differs from `current`. Sets whose content
-/// is not known (planning offline) count only when missing.
-pub fn changed<'a>(
-    sets: &'a [IpSet],
-    current: &HashMap<String, BTreeSet<Ipv4Net>>,
-) -> Vec<&'a IpSet> {
-    sets.iter()
-        .filter(|set| match (current.get(&set.name), &set.networks) {
-            (None, _) => true,
-            (Some(have), Resolved::Known(nets)) => *have != nets.iter().copied().collect(),
+/// The number after `key` in an ipset option list.
+fn option(words: &[&str], key: &str) -> Option<u32> {
+    let at = words.iter().position(|w| *w == key)?;
+    words.get(at + 1)?.parse().ok()
+}
+
+/// `ipset restore` input that brings `sets` from `current` to the plan; empty when nothing
+/// differs. Sets whose content is not known (planning offline) are only created.
+pub fn script(sets: &[IpSet], current: &HashMap<String, Present>) -> String {
+    let mut out = String::new();
+    if current.contains_key(TEMP) {
+        // Left over by an update that died half-way, perhaps of another type.
+        let _ = writeln!(out, "destroy {TEMP}");
+    }
+    for set in sets {
+        let stale = match (current.get(&set.name), &set.networks) {
+            (None, _) => {
+                create(&mut out, set);
+                continue;
+            }
             (Some(_), Resolved::Unknown(_)) => false,
+            (Some(have), _) if have.timeout != set.learned_timeout => true,
+            // A resolver's members are its own.
+            (Some(_), _) if set.learned_timeout.is_some() => false,
+            (Some(have), Resolved::Known(nets)) => {
+                have.permanent != nets.iter().copied().collect() || !have.learned.is_empty()
+            }
+        };
+        if stale {
+            refill(&mut out, set, current.get(&set.name));
+        }
+    }
+    out
+}
+
+fn create(out: &mut String, set: &IpSet) {
+    let _ = writeln!(out, "{}", set.create_line(&set.name));
+    if let Resolved::Known(nets) = &set.networks {
+        for n in nets {
+            let _ = writeln!(out, "add {} {n} -exist", set.name);
+        }
+    }
+}
+
+/// Fills the temporary set (with the plan's options) and swaps it in. Into a learned set,
+/// the learned members move along with the time they have left (at most the new timeout).
+fn refill(out: &mut String, set: &IpSet, have: Option<&Present>) {
+    let _ = writeln!(out, "{}", set.create_line(TEMP));
+    if let Resolved::Known(nets) = &set.networks {
+        for n in nets {
+            let _ = writeln!(out, "add {TEMP} {n} -exist");
+        }
+    }
+    if let (Some(max), Some(have)) = (set.learned_timeout, have) {
+        for (n, left) in &have.learned {
+            let _ = writeln!(out, "add {TEMP} {n} timeout {} -exist", (*left).min(max));
+        }
+    }
+    let _ = writeln!(out, "swap {TEMP} {}", set.name);
+    let _ = writeln!(out, "destroy {TEMP}");
+}
+
+/// Each planned set's member counts once `script` has run.
+pub fn counts(sets: &[IpSet], current: &HashMap<String, Present>) -> BTreeMap<String, Count> {
+    sets.iter()
+        .map(|set| {
+            let have = current.get(&set.name);
+            let count = match (&set.networks, set.learned_timeout) {
+                (_, Some(_)) => Count::Learned(have.map_or(0, |h| h.learned.len())),
+                (Resolved::Known(nets), None) => {
+                    Count::Members(nets.iter().collect::<BTreeSet<_>>().len())
+                }
+                (Resolved::Unknown(_), None) => {
+                    have.map_or(Count::Unknown, |h| Count::Members(h.permanent.len()))
+                }
+            };
+            (set.name.clone(), count)
         })
         .collect()
 }
@@ -65,14 +167,38 @@ pub async fn ours() -> Result<Vec<String>, IpsetError> {
         .collect())
 }
 
-/// Brings the sets up to date; returns the names of the sets it created or refilled.
-pub async fn update(sets: &[IpSet]) -> Result<Vec<String>, IpsetError> {
+/// What an update did.
+#[derive(Debug, Default)]
+pub struct Updated {
+    /// Sets created, refilled or changed in place.
+    pub changed: Vec<String>,
+    pub counts: BTreeMap<String, Count>,
+}
+
+/// Brings the sets up to date.
+pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
     let current = parse_save(&exec::run_ok("ipset", &["save"], None).await?);
-    let todo = changed(sets, &current);
-    if !todo.is_empty() {
-        exec::run_ok("ipset", &["restore"], Some(&swap_script(&todo))).await?;
+    let text = script(sets, &current);
+    if !text.is_empty() {
+        exec::run_ok("ipset", &["restore"], Some(&text)).await?;
     }
-    Ok(todo.iter().map(|s| s.name.clone()).collect())
+    let changed = sets
+        .iter()
+        .filter(|s| names(&text, &s.name))
+        .map(|s| s.name.clone())
+        .collect();
+    Ok(Updated {
+        changed,
+        counts: counts(sets, &current),
+    })
+}
+
+/// Whether a line of `script` creates or swaps `set`.
+fn names(script: &str, set: &str) -> bool {
+    script.lines().any(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        matches!(words.as_slice(), ["create", name, ..] | ["swap", _, name] if *name == set)
+    })
 }
 
 /// Destroys sets of ours that are not in `keep` (after the rules using them are gone).
@@ -90,53 +216,4 @@ pub async fn destroy_except(keep: &[IpSet]) -> Result<Vec<String>, IpsetError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn update_swaps_a_filled_temporary_set() {
-        let sets = vec![
-            IpSet {
-                name: "multiwan_connected".into(),
-                family: crate::plan::Family::Ipv4,
-                networks: Resolved::Unknown("connected".into()),
-            },
-            IpSet {
-                name: "multiwan_s".into(),
-                family: crate::plan::Family::Ipv4,
-                networks: Resolved::Known(vec!["10.1.0.0/16".parse().unwrap()]),
-            },
-        ];
-        let mut current = HashMap::new();
-        assert_eq!(
-            swap_script(&changed(&sets, &current)),
-            "create multiwan_connected hash:net family inet -exist\n\
-             create multiwan_s hash:net family inet -exist\n\
-             create multiwan_s.new hash:net family inet -exist\n\
-             flush multiwan_s.new\n\
-             add multiwan_s.new 10.1.0.0/16 -exist\n\
-             swap multiwan_s.new multiwan_s\n\
-             destroy multiwan_s.new\n"
-        );
-        // Same content already there: nothing to do.
-        current.insert("multiwan_connected".to_string(), BTreeSet::new());
-        current.insert(
-            "multiwan_s".to_string(),
-            BTreeSet::from(["10.1.0.0/16".parse().unwrap()]),
-        );
-        assert!(changed(&sets, &current).is_empty());
-        // Different content: only that set is refilled.
-        current.insert("multiwan_s".to_string(), BTreeSet::new());
-        assert_eq!(changed(&sets, &current).len(), 1);
-    }
-
-    #[test]
-    fn parses_save_output() {
-        let save = "create multiwan_s hash:net family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1\n\
-                    add multiwan_s 10.1.0.0/16\nadd multiwan_s 10.2.0.1\ncreate other hash:ip\nadd other 1.1.1.1\n";
-        let sets = parse_save(save);
-        assert_eq!(sets.len(), 1);
-        assert_eq!(sets["multiwan_s"].len(), 2);
-        assert!(sets["multiwan_s"].contains(&"10.2.0.1/32".parse().unwrap()));
-    }
-}
+mod tests;

@@ -221,14 +221,13 @@ fn policy_rules(
     decisions: &[PolicyPlan],
     (layout, runs): &(Vec<Layout>, Vec<PinRun>),
 ) -> Vec<Rule> {
-    let mask = config.marks.mask;
-    let mut out = Vec::new();
+    let mut out = renew_rules(config);
     for item in layout {
         match *item {
             Layout::Rules(i) => {
                 let policy = &config.policies[i];
                 let target = decision_target(config, &decisions[i].decision);
-                for matches in policy_matches(i, policy, mask) {
+                for matches in policy_matches(config, i, policy) {
                     let comment = format!("multiwan policy {}", policy.name);
                     out.push(Rule::new(matches, target.clone(), comment).origin(Origin::Policy(i)));
                 }
@@ -237,6 +236,32 @@ fn policy_rules(
         }
     }
     out
+}
+
+/// A new connection to an address a resolver added renews it (the set's timeout starts
+/// again): the resolver adds an address once and does not renew it on later answers, so
+/// without this a service in use would leave its uplink `timeout` after it was learned.
+/// Only the learned sets a policy uses.
+fn renew_rules(config: &Config) -> Vec<Rule> {
+    let used = |name: &str| {
+        config
+            .policies
+            .iter()
+            .any(|p| p.matcher.destination_set.as_deref() == Some(name))
+    };
+    config
+        .sets
+        .iter()
+        .filter(|s| !s.domains.is_empty() && used(&s.name))
+        .map(|s| {
+            let set = super::learned_set(&s.name);
+            Rule::new(
+                vec![Match::DestinationInSet(set.clone())],
+                Target::RenewInSet(set),
+                format!("multiwan renew {}", s.name),
+            )
+        })
+        .collect()
 }
 
 /// One rule per set of a run, in the run's order.
@@ -278,45 +303,69 @@ fn listed(nets: &[ipnet::Ipv4Net]) -> Vec<Option<ipnet::Ipv4Net>> {
 
 /// One match list per combination of source, destination and port chunk; each also
 /// requires the packet to be undecided, so the first matching policy wins.
-fn policy_matches(index: usize, policy: &Policy, mask: u32) -> Vec<Vec<Match>> {
+fn policy_matches(config: &Config, index: usize, policy: &Policy) -> Vec<Vec<Match>> {
     let m = &policy.matcher;
-    let sources = listed(&m.sources);
-    let destinations = listed(&m.destinations);
-    let sports = optional_list(&PortRange::chunks(&m.source_ports));
-    let dports = optional_list(&PortRange::chunks(&m.destination_ports));
-    let mut out = Vec::new();
-    for s in &sources {
-        for d in &destinations {
-            for sp in &sports {
-                for dp in &dports {
-                    let mut matches = Vec::new();
-                    matches.extend(s.map(Match::Source));
-                    matches.extend(d.map(Match::Destination));
-                    if m.protocol != Protocol::All {
-                        matches.push(Match::Protocol(m.protocol));
-                    }
-                    if m.sources.len() > SET_THRESHOLD {
-                        matches.push(Match::SourceInSet(policy_set(index, "src")));
-                    }
-                    if m.destinations.len() > SET_THRESHOLD {
-                        matches.push(Match::DestinationInSet(policy_set(index, "dst")));
-                    }
-                    matches.extend(sp.clone().map(Match::SourcePorts));
-                    matches.extend(dp.clone().map(Match::DestinationPorts));
-                    if let Some(set) = &m.destination_set {
-                        matches.push(Match::DestinationInSet(format!("{SET_PREFIX}{set}")));
-                    }
-                    matches.push(Match::Mark {
-                        value: 0,
-                        mask,
-                        negated: false,
-                    });
-                    out.push(matches);
-                }
-            }
-        }
+    // Each axis lists the alternatives for one part of the rule (None: not matched on);
+    // a policy is one rule per combination.
+    let mut fixed = Vec::new();
+    if m.protocol != Protocol::All {
+        fixed.push(Match::Protocol(m.protocol));
+    }
+    if m.sources.len() > SET_THRESHOLD {
+        fixed.push(Match::SourceInSet(policy_set(index, "src")));
+    }
+    if m.destinations.len() > SET_THRESHOLD {
+        fixed.push(Match::DestinationInSet(policy_set(index, "dst")));
+    }
+    let dest_sets = match &m.destination_set {
+        Some(name) => super::kernel_sets_of(config, name),
+        None => Vec::new(),
+    };
+    let axes: [Vec<Option<Match>>; 5] = [
+        axis(listed(&m.sources), Match::Source),
+        axis(listed(&m.destinations), Match::Destination),
+        axis(
+            optional_list(&PortRange::chunks(&m.source_ports)),
+            Match::SourcePorts,
+        ),
+        axis(
+            optional_list(&PortRange::chunks(&m.destination_ports)),
+            Match::DestinationPorts,
+        ),
+        axis(optional_list(&dest_sets), Match::DestinationInSet),
+    ];
+    let mut out: Vec<Vec<Match>> = vec![Vec::new()];
+    for alternatives in axes {
+        out = out
+            .iter()
+            .flat_map(|partial| {
+                alternatives.iter().map(move |alt| {
+                    let mut next = partial.clone();
+                    next.extend(alt.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    let undecided = Match::Mark {
+        value: 0,
+        mask: config.marks.mask,
+        negated: false,
+    };
+    for matches in &mut out {
+        // Keep the rule text's order: addresses, protocol and sets, then ports and sets.
+        let at = matches
+            .iter()
+            .position(|m| !matches!(m, Match::Source(_) | Match::Destination(_)))
+            .unwrap_or(matches.len());
+        matches.splice(at..at, fixed.iter().cloned());
+        matches.push(undecided.clone());
     }
     out
+}
+
+fn axis<T>(items: Vec<Option<T>>, to_match: impl Fn(T) -> Match) -> Vec<Option<Match>> {
+    items.into_iter().map(|i| i.map(&to_match)).collect()
 }
 
 fn optional_list<T: Clone>(items: &[T]) -> Vec<Option<T>> {

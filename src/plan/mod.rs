@@ -10,6 +10,7 @@ mod mangle;
 mod nat;
 pub mod pins;
 mod render;
+pub mod resolver;
 pub mod routing;
 pub mod rules;
 mod sets;
@@ -26,7 +27,7 @@ pub use family::Family;
 pub use render::trim_float as render_weight;
 pub use routing::{IpRule, MAIN_TABLE, RouteKind, RoutePlan, RuleAction};
 pub use rules::{Chain, Jump, Match, Origin, Rule, TablePlan, Target};
-pub use sets::{IpSet, TEMP_SUFFIX, ipset_restore, swap_script};
+pub use sets::{IpSet, ipset_restore, kernel_sets_of, learned_set};
 
 use crate::config::{Config, Gateway, InitialState, MarkLayout, Uplink};
 use crate::health::Health;
@@ -56,6 +57,8 @@ pub const CHAIN_PREFIX: &str = "MULTIWAN_";
 pub const SET_PREFIX: &str = "multiwan_";
 /// The set of connected networks, which stay with the main table.
 pub const CONNECTED_SET: &str = "multiwan_connected";
+/// Sets multiwan keeps for its own rules, not named by the config.
+pub const INTERNAL_SETS: [&str; 3] = [CONNECTED_SET, WAN_ADDRESSES_SET, LAN_NETWORKS_SET];
 
 /// A value learned from the kernel, or a placeholder naming it when planning offline.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,6 +75,9 @@ pub enum Target {
     Dnat(String),
     /// `-j REJECT --reject-with KIND`
     Reject(String),
+    /// `-j SET --add-set NAME dst --exist`: (re)adds the destination with the set's
+    /// timeout, so an address in use does not age out.
+    RenewInSet(String),
 }
 
 /// What a rule stands for, so `explain` can tell the story behind it.
@@ -280,6 +283,7 @@ fn target_text(t: &Target) -> String {
         Target::Snat(a) => format!("-j SNAT --to-source {a}"),
         Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
         Target::Reject(with) => format!("-j REJECT --reject-with {with}"),
+        Target::RenewInSet(set) => format!("-j SET --add-set {set} dst --exist"),
     }
 }
 

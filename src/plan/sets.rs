@@ -14,21 +14,59 @@ use crate::config::SET_THRESHOLD;
 pub struct IpSet {
     pub name: String,
     pub family: Family,
+    /// Its members: all of them multiwan's (a learned set has none of ours).
     pub networks: Resolved<Vec<Ipv4Net>>,
+    /// For a set a resolver fills (`<set>.dns`): the seconds an address stays. multiwan
+    /// creates it with that `timeout` and never adds or removes a member.
+    pub learned_timeout: Option<u32>,
 }
 
 impl IpSet {
-    fn create_line(&self, name: &str) -> String {
+    /// An IPv4 set whose every member is multiwan's.
+    pub fn fixed(name: impl Into<String>, networks: Resolved<Vec<Ipv4Net>>) -> Self {
+        Self {
+            name: name.into(),
+            family: Family::Ipv4,
+            networks,
+            learned_timeout: None,
+        }
+    }
+
+    /// `create` for this set's type and options (under another name for a swap).
+    pub fn create_line(&self, name: &str) -> String {
+        let timeout = match self.learned_timeout {
+            Some(t) => format!(" timeout {t}"),
+            None => String::new(),
+        };
         format!(
-            "create {name} hash:net family {} -exist",
+            "create {name} hash:net family {}{timeout} -exist",
             self.family.ipset()
         )
     }
 }
 
-/// Suffix of the temporary set an update fills; `.` is not allowed in config set names, so
-/// it cannot clash.
-pub const TEMP_SUFFIX: &str = ".new";
+/// The set a resolver fills for config set `name`: its addresses age out, so they live
+/// apart from the config's members, which multiwan keeps exact. `multiwan_` + 18 + `.dns`
+/// fits ipset's 31 characters.
+pub fn learned_set(name: &str) -> String {
+    format!("{SET_PREFIX}{name}.dns")
+}
+
+/// The kernel sets a policy's `destination_set: name` matches: the config's members (when
+/// there are any or nothing else) and the learned addresses (when it has domains).
+pub fn kernel_sets_of(config: &Config, name: &str) -> Vec<String> {
+    let Some(set) = config.sets.iter().find(|s| s.name == name) else {
+        return vec![format!("{SET_PREFIX}{name}")];
+    };
+    let mut out = Vec::new();
+    if !set.networks.is_empty() || set.domains.is_empty() {
+        out.push(format!("{SET_PREFIX}{name}"));
+    }
+    if !set.domains.is_empty() {
+        out.push(learned_set(name));
+    }
+    out
+}
 
 /// The sets as `ipset restore` input (placeholders become comments).
 pub fn ipset_restore(sets: &[IpSet]) -> String {
@@ -49,54 +87,35 @@ pub fn ipset_restore(sets: &[IpSet]) -> String {
     out
 }
 
-/// `ipset restore` input that creates each set and swaps in its new content: a temporary
-/// set is filled and swapped, so the live set is never half-filled. A set whose content is
-/// not known is only created.
-pub fn swap_script(sets: &[&IpSet]) -> String {
-    let mut out = String::new();
-    for set in sets {
-        let _ = writeln!(out, "{}", set.create_line(&set.name));
-        let Resolved::Known(nets) = &set.networks else {
-            continue;
-        };
-        let temp = format!("{}{TEMP_SUFFIX}", set.name);
-        let _ = writeln!(out, "{}", set.create_line(&temp));
-        let _ = writeln!(out, "flush {temp}");
-        for n in nets {
-            let _ = writeln!(out, "add {temp} {n} -exist");
-        }
-        let _ = writeln!(out, "swap {temp} {}", set.name);
-        let _ = writeln!(out, "destroy {temp}");
-    }
-    out
-}
-
 pub(super) fn sets(
     config: &Config,
     observed: &Observed,
     (layout, runs): &(Vec<Layout>, Vec<PinRun>),
 ) -> Vec<IpSet> {
-    let mut out = vec![IpSet {
-        family: Family::Ipv4,
-        name: CONNECTED_SET.into(),
-        networks: match &observed.connected {
+    let mut out = vec![IpSet::fixed(
+        CONNECTED_SET,
+        match &observed.connected {
             Some(nets) => Resolved::Known(nets.clone()),
             None => Resolved::Unknown("connected networks, read from the kernel".into()),
         },
-    }];
+    )];
     for s in &config.sets {
-        out.push(IpSet {
-            family: Family::Ipv4,
-            name: format!("{SET_PREFIX}{}", s.name),
-            networks: Resolved::Known(s.networks.clone()),
-        });
+        out.push(IpSet::fixed(
+            format!("{SET_PREFIX}{}", s.name),
+            Resolved::Known(s.networks.clone()),
+        ));
+        if let Some(t) = s.timeout.filter(|_| !s.domains.is_empty()) {
+            out.push(IpSet {
+                learned_timeout: Some(u32::try_from(t.as_secs()).unwrap_or(u32::MAX)),
+                ..IpSet::fixed(learned_set(&s.name), Resolved::Known(Vec::new()))
+            });
+        }
     }
     for group in runs.iter().flat_map(|r| &r.groups) {
-        out.push(IpSet {
-            family: Family::Ipv4,
-            name: group.set.clone(),
-            networks: Resolved::Known(group.networks.clone()),
-        });
+        out.push(IpSet::fixed(
+            group.set.clone(),
+            Resolved::Known(group.networks.clone()),
+        ));
     }
     // A long list of a policy with rules of its own is one set of its own.
     let own = layout.iter().filter_map(|l| match l {
@@ -110,11 +129,10 @@ pub(super) fn sets(
             ("dst", &p.matcher.destinations),
         ] {
             if nets.len() > SET_THRESHOLD {
-                out.push(IpSet {
-                    family: Family::Ipv4,
-                    name: policy_set(i, dir),
-                    networks: Resolved::Known(nets.clone()),
-                });
+                out.push(IpSet::fixed(
+                    policy_set(i, dir),
+                    Resolved::Known(nets.clone()),
+                ));
             }
         }
     }
@@ -139,24 +157,22 @@ pub(super) fn sets(
                 .chain(shared)
                 .collect()
         });
-        out.push(IpSet {
-            family: Family::Ipv4,
-            name: WAN_ADDRESSES_SET.into(),
-            networks: match addresses {
+        out.push(IpSet::fixed(
+            WAN_ADDRESSES_SET,
+            match addresses {
                 Some(a) => Resolved::Known(a),
                 None => Resolved::Unknown("the uplinks' addresses, read from the kernel".into()),
             },
-        });
-        out.push(IpSet {
-            family: Family::Ipv4,
-            name: LAN_NETWORKS_SET.into(),
-            networks: match &observed.lan_networks {
+        ));
+        out.push(IpSet::fixed(
+            LAN_NETWORKS_SET,
+            match &observed.lan_networks {
                 Some(n) => Resolved::Known(n.clone()),
                 None => {
                     Resolved::Unknown("the LAN interfaces' networks, read from the kernel".into())
                 }
             },
-        });
+        ));
     }
     out
 }

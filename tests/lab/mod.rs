@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 mod delay;
+pub mod dns;
 mod rate;
 
 use std::collections::HashMap;

@@ -173,6 +173,8 @@ struct Agent {
     /// The config a reload replaced, until the actor has installed the new one.
     previous: Option<Arc<Config>>,
     last_reload: Option<status::Reload>,
+    /// Each ipset's member counts, as the last full pass read them.
+    set_counts: BTreeMap<String, crate::kernel::ipset::Count>,
     /// Since when the probes are not judged: multiwan's own rules or routes are being
     /// repaired (see `links::repair`).
     holding: Option<Instant>,
@@ -244,6 +246,7 @@ impl Agent {
             hooks: Default::default(),
             previous: None,
             last_reload: None,
+            set_counts: BTreeMap::new(),
             holding: None,
             config,
         };

@@ -71,6 +71,10 @@ impl Agent {
         if let (Some(plan), Some(counters)) = (&report.plan, &report.counters) {
             self.metrics.set_marked(&plan.marked_by_uplink(counters));
         }
+        if let Some(counts) = report.set_counts.take() {
+            self.metrics.set_members(&self.set_counts, &counts);
+            self.set_counts = counts;
+        }
         self.log_changes(&report);
         let reloaded = report.purposes.contains(&Purpose::Reload);
         if let Some(e) = report.error.take() {

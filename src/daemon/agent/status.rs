@@ -4,7 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Agent;
-use crate::control::proto::{LastTransition, PolicyStatus, ReloadStatus, Status, UplinkStatus};
+use crate::control::proto::{
+    LastTransition, PolicyStatus, ReloadStatus, SetStatus, Status, UplinkStatus,
+};
 
 /// How the last reload went, for status.
 #[derive(Debug, Clone)]
@@ -113,8 +115,28 @@ impl Agent {
             uplinks: uplinks.collect(),
             policies: policies.collect(),
             forwards: forwards.collect(),
+            sets: self.sets_status(),
             ha: self.ha_status(),
             last_reload: self.last_reload.as_ref().map(Reload::status),
         }
+    }
+
+    fn sets_status(&self) -> Vec<SetStatus> {
+        use crate::kernel::ipset::Count;
+        self.set_counts
+            .iter()
+            .filter_map(|(name, c)| {
+                let (members, learned) = match *c {
+                    Count::Members(n) => (n, None),
+                    Count::Learned(n) => (0, Some(n)),
+                    Count::Unknown => return None,
+                };
+                Some(SetStatus {
+                    name: name.clone(),
+                    members,
+                    learned,
+                })
+            })
+            .collect()
     }
 }

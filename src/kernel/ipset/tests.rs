@@ -1,0 +1,123 @@
+//! Tests of the ipset adapter's pure half: what `ipset save` says, and the restore script
+//! that brings the kernel to the plan.
+
+use super::*;
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+
+fn fixed(name: &str, nets: &[&str]) -> IpSet {
+    IpSet::fixed(name, Resolved::Known(nets.iter().map(|n| net(n)).collect()))
+}
+
+fn learned(name: &str, timeout: u32) -> IpSet {
+    IpSet {
+        learned_timeout: Some(timeout),
+        ..fixed(name, &[])
+    }
+}
+
+#[test]
+fn a_missing_set_is_created_and_filled() {
+    let sets = vec![
+        IpSet::fixed("multiwan_connected", Resolved::Unknown("connected".into())),
+        fixed("multiwan_s", &["10.1.0.0/16"]),
+        learned("multiwan_tv.dns", 3600),
+    ];
+    assert_eq!(
+        script(&sets, &HashMap::new()),
+        "create multiwan_connected hash:net family inet -exist\n\
+         create multiwan_s hash:net family inet -exist\n\
+         add multiwan_s 10.1.0.0/16 -exist\n\
+         create multiwan_tv.dns hash:net family inet timeout 3600 -exist\n"
+    );
+}
+
+#[test]
+fn a_set_whose_content_differs_is_swapped() {
+    let sets = vec![fixed("multiwan_s", &["10.1.0.0/16"])];
+    let mut current =
+        parse_save("create multiwan_s hash:net family inet\nadd multiwan_s 10.1.0.0/16\n");
+    assert_eq!(script(&sets, &current), "");
+    current.get_mut("multiwan_s").unwrap().permanent.clear();
+    assert_eq!(
+        script(&sets, &current),
+        "create multiwan_.new hash:net family inet -exist\n\
+         add multiwan_.new 10.1.0.0/16 -exist\n\
+         swap multiwan_.new multiwan_s\n\
+         destroy multiwan_.new\n"
+    );
+    // A temporary set left over by an update that died goes first.
+    current.insert(TEMP.into(), Present::default());
+    assert!(script(&sets, &current).starts_with("destroy multiwan_.new\ncreate multiwan_.new"));
+}
+
+#[test]
+fn learned_members_are_never_removed() {
+    let save = "create multiwan_tv.dns hash:net family inet hashsize 1024 maxelem 65536 timeout 3600 bucketsize 12 initval 0x1\n\
+                add multiwan_tv.dns 198.51.100.7 timeout 3512\n\
+                add multiwan_tv.dns 192.0.2.9 timeout 12\n";
+    let current = parse_save(save);
+    let tv = &current["multiwan_tv.dns"];
+    assert_eq!(tv.timeout, Some(3600));
+    assert_eq!(tv.learned[&net("198.51.100.7/32")], 3512);
+    let sets = vec![learned("multiwan_tv.dns", 3600)];
+    assert_eq!(script(&sets, &current), "");
+    assert_eq!(
+        counts(&sets, &current)["multiwan_tv.dns"],
+        Count::Learned(2)
+    );
+}
+
+#[test]
+fn a_new_timeout_swaps_and_keeps_what_was_learned() {
+    let save = "create multiwan_tv.dns hash:net family inet timeout 3600\n\
+                add multiwan_tv.dns 198.51.100.7 timeout 3000\n\
+                add multiwan_tv.dns 192.0.2.9 timeout 12\n";
+    let current = parse_save(save);
+    let shorter = vec![learned("multiwan_tv.dns", 600)];
+    assert_eq!(
+        script(&shorter, &current),
+        "create multiwan_.new hash:net family inet timeout 600 -exist\n\
+         add multiwan_.new 192.0.2.9/32 timeout 12 -exist\n\
+         add multiwan_.new 198.51.100.7/32 timeout 600 -exist\n\
+         swap multiwan_.new multiwan_tv.dns\n\
+         destroy multiwan_.new\n"
+    );
+}
+
+#[test]
+fn a_fixed_set_that_had_a_timeout_is_swapped_without_it() {
+    let current = parse_save(
+        "create multiwan_s hash:net family inet timeout 60\nadd multiwan_s 10.1.0.0/16 timeout 40\n",
+    );
+    let sets = vec![fixed("multiwan_s", &["10.1.0.0/16"])];
+    assert_eq!(
+        script(&sets, &current),
+        "create multiwan_.new hash:net family inet -exist\n\
+         add multiwan_.new 10.1.0.0/16 -exist\n\
+         swap multiwan_.new multiwan_s\n\
+         destroy multiwan_.new\n"
+    );
+}
+
+#[test]
+fn parses_only_our_sets() {
+    let save = "create multiwan_s hash:net family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1\n\
+                add multiwan_s 10.1.0.0/16\nadd multiwan_s 10.2.0.1\ncreate other hash:ip\nadd other 1.1.1.1\n\
+                add multiwan_s garbage\nadd\nadd multiwan_s 10.3.0.1 timeout\n";
+    let sets = parse_save(save);
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets["multiwan_s"].timeout, None);
+    assert_eq!(sets["multiwan_s"].permanent.len(), 3);
+    assert!(sets["multiwan_s"].permanent.contains(&net("10.2.0.1/32")));
+}
+
+#[test]
+fn names_the_sets_a_script_creates_or_swaps() {
+    let text = "create multiwan_.new hash:net family inet -exist\nswap multiwan_.new multiwan_s\ncreate multiwan_t hash:net\n";
+    assert!(names(text, "multiwan_s"));
+    assert!(names(text, "multiwan_t"));
+    assert!(!names(text, "multiwan_s2"));
+}
