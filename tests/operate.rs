@@ -120,11 +120,19 @@ fn status_json_shape_is_stable() {
             "config",
             "forwards",
             "policies",
+            "sets",
             "started_unix",
             "uplinks",
             "version"
         ]
     );
+    let sets = json["sets"].as_array().expect("sets");
+    let connected = sets
+        .iter()
+        .find(|s| s["name"] == "multiwan_connected")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(keys(connected), ["learned", "members", "name"]);
+    assert!(connected["members"].as_u64().unwrap() >= 2, "{connected}");
     assert_eq!(
         keys(&json["uplinks"][0]),
         [
