@@ -2,18 +2,19 @@
 //! mangle rules (the ones `apply` installs), so the answer cannot drift from the kernel's.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::{Config, Protocol};
 use crate::plan::{
-    Balance, CHAIN_PREROUTING, Match, Origin, Plan, Resolved, RouteKind, Rule, RuleAction, Target,
+    Balance, CHAIN_PREROUTING, Family, Match, Origin, Plan, Resolved, RouteKind, Rule, RuleAction,
+    Target,
 };
 
-/// A new connection as it enters the router.
+/// A new connection as it enters the router (source and destination of one family).
 #[derive(Debug, Clone)]
 pub struct Packet {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: Protocol,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
@@ -82,7 +83,23 @@ struct Walker<'a> {
     notes: Vec<String>,
 }
 
+/// Walks the plan of the packet's family through that family's view of the config.
 pub fn explain(config: &Config, plan: &Plan, packet: &Packet) -> Explanation {
+    let family = Family::of_addr(&packet.src);
+    let Some(plan) = plan.of(family) else {
+        return Explanation {
+            verdict: "main table (multiwan does not handle IPv6 here)".into(),
+            routes: vec![(Route::Main, 1.0)],
+            reasons: vec![
+                "no uplink has `gateway6`: IPv6 connections follow the main table, are not balanced and do not fail over".into(),
+            ],
+        };
+    };
+    let view = crate::plan::view(config, family);
+    explain_in(&view, plan, packet)
+}
+
+fn explain_in(config: &Config, plan: &Plan, packet: &Packet) -> Explanation {
     let mut w = Walker {
         plan,
         table: &plan.mangle,
@@ -283,7 +300,7 @@ impl Walker<'_> {
         self.set_contains(name, dst)
     }
 
-    fn set_contains(&mut self, name: &str, ip: Ipv4Addr) -> bool {
+    fn set_contains(&mut self, name: &str, ip: IpAddr) -> bool {
         let Some(set) = self.plan.sets.iter().find(|s| s.name == name) else {
             return false;
         };
@@ -451,11 +468,11 @@ pub fn explain_forward(
         };
     };
     let packet = Packet {
-        src: Ipv4Addr::new(192, 0, 2, 1),
+        src: Ipv4Addr::new(192, 0, 2, 1).into(),
         dst: plan
             .uplink(uplink)
             .and_then(|p| p.address.known().copied())
-            .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            .unwrap_or(Ipv4Addr::UNSPECIFIED.into()),
         protocol,
         sport: None,
         dport: Some(dport),

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod explain;
+pub mod family;
 pub mod files;
 pub mod ha;
 pub mod health;

@@ -12,6 +12,7 @@ const CORE: &[&str] = &[
     "src/health",
     "src/ha",
     "src/explain.rs",
+    "src/family.rs",
 ];
 const FORBIDDEN: &[&str] = &[
     "tokio",

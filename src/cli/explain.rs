@@ -1,6 +1,6 @@
 //! `multiwan explain`: which uplink a new connection takes, and why.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 use multiwan::config::Protocol;
@@ -20,12 +20,12 @@ pub enum Proto {
 pub struct Args {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Source address (a LAN host).
+    /// Source address (a LAN host), IPv4 or IPv6.
     #[arg(long, required_unless_present = "from_wan")]
-    pub src: Option<Ipv4Addr>,
-    /// Destination address.
+    pub src: Option<IpAddr>,
+    /// Destination address, of the source's family.
     #[arg(long, required_unless_present = "from_wan")]
-    pub dst: Option<Ipv4Addr>,
+    pub dst: Option<IpAddr>,
     /// Explain a connection arriving from the internet on this uplink (port forwards);
     /// needs --dport.
     #[arg(long, value_name = "UPLINK", requires = "dport", conflicts_with_all = ["src", "dst"])]
@@ -41,7 +41,8 @@ pub struct Args {
     /// The LAN interface the connection enters by (default: the first in the config).
     #[arg(long, value_name = "INTERFACE")]
     pub from_lan: Option<String>,
-    /// Assume this uplink is down (repeatable).
+    /// Assume this uplink is down (repeatable); `UPLINK:ipv4` or `UPLINK:ipv6` for one
+    /// family only.
     #[arg(long, value_name = "UPLINK")]
     pub down: Vec<String>,
 }
@@ -67,9 +68,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let in_interface = args
         .from_lan
         .unwrap_or_else(|| config.lan_interfaces[0].clone());
+    let (src, dst) = (
+        args.src.expect("clap requires --src"),
+        args.dst.expect("clap requires --dst"),
+    );
+    if src.is_ipv4() != dst.is_ipv4() {
+        eprintln!("multiwan: --src {src} and --dst {dst} are of different families");
+        return Ok(ExitCode::from(2));
+    }
     let packet = Packet {
-        src: args.src.expect("clap requires --src"),
-        dst: args.dst.expect("clap requires --dst"),
+        src,
+        dst,
         protocol,
         sport: args.sport,
         dport: args.dport,

@@ -117,10 +117,10 @@ fn sync_address_of(interface: &str) -> anyhow::Result<std::net::Ipv4Addr> {
     let address = view
         .links
         .get(interface)
-        .and_then(|index| view.addresses.get(index));
+        .and_then(|index| view.v4.addresses.get(index));
     match address {
-        Some(a) => Ok(*a),
-        None => {
+        Some(std::net::IpAddr::V4(a)) => Ok(*a),
+        _ => {
             eprintln!(
                 "multiwan: ha.sync_interface {interface} has no IPv4 address here: configure the sync link first, or give --sync-address"
             );

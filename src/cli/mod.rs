@@ -125,17 +125,29 @@ pub fn known_uplink(config: &Config, flag: &str, name: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// `--down NAME`: uplinks to assume down; each must exist.
+/// `--down NAME` (both families) or `--down NAME:ipv4|ipv6`: uplinks to assume down;
+/// each must exist.
 pub fn observed_with_down(
     config: &Config,
     down: &[String],
 ) -> anyhow::Result<multiwan::plan::Observed> {
+    use multiwan::plan::Family;
     let mut observed = multiwan::plan::Observed::default();
-    for name in down {
+    for arg in down {
+        let (name, families) = match arg.rsplit_once(':') {
+            Some((name, "ipv4")) => (name, vec![Family::Ipv4]),
+            Some((name, "ipv6")) => (name, vec![Family::Ipv6]),
+            _ => (arg.as_str(), Family::ALL.to_vec()),
+        };
         known_uplink(config, "--down", name)?;
-        observed
-            .health
-            .insert(name.clone(), multiwan::health::Health::Down);
+        for f in families {
+            let seen = match f {
+                Family::Ipv4 => &mut observed,
+                Family::Ipv6 => observed.v6_mut(),
+            };
+            seen.health
+                .insert(name.to_string(), multiwan::health::Health::Down);
+        }
     }
     Ok(observed)
 }

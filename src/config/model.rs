@@ -1,11 +1,11 @@
 //! The validated configuration: every value checked, every default filled in. Code after
 //! `config::parse` can rely on it without checking again.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::values::PortRange;
@@ -31,6 +31,8 @@ pub struct Config {
     pub port_forwards: Vec<PortForward>,
     /// Set when this router is one node of a VRRP pair.
     pub ha: Option<Ha>,
+    /// The LAN's IPv6 prefix, which `nat6: npt` maps onto each uplink's prefix.
+    pub lan_prefix6: Option<Ipv6Net>,
 }
 
 /// This node of a VRRP pair (keepalived) with conntrack sync (conntrackd).
@@ -207,7 +209,10 @@ impl Config {
 pub struct Uplink {
     pub name: String,
     pub interface: String,
+    /// The IPv4 gateway.
     pub gateway: Gateway,
+    /// The uplink's IPv6 side; None: no IPv6 on this uplink.
+    pub ipv6: Option<Ipv6Side>,
     pub weight: u32,
     pub tier: u8,
     pub id: u32,
@@ -222,15 +227,42 @@ pub struct Uplink {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gateway {
-    /// Learned from the kernel: the main table's default route on the uplink's interface.
+    /// Learned from the kernel: the main table's default route on the uplink's interface
+    /// (for IPv6 normally the router advertisement's, a link-local `fe80::` address).
     Auto,
-    Static(Ipv4Addr),
+    /// Of the side's family.
+    Static(IpAddr),
+}
+
+/// An uplink's IPv6: its gateway and how the LAN's IPv6 traffic is translated on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipv6Side {
+    pub gateway: Gateway,
+    pub nat: Nat6,
+    /// The prefix the ISP routes to this router (`prefix6`), when given in the file; a
+    /// DHCPv6-PD client may hand it over at run time instead.
+    pub prefix: Option<Ipv6Net>,
+}
+
+/// How LAN IPv6 traffic leaving by an uplink is translated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Nat6 {
+    /// NAT66 to the uplink's address: works with any addressing.
+    #[default]
+    Masquerade,
+    /// The LAN prefix (`lan_prefix6`) mapped onto the uplink's routed prefix, host bits kept:
+    /// each host has a stable address per ISP.
+    Npt,
+    /// No translation: LAN hosts hold addresses of this ISP's prefix and their traffic from
+    /// it leaves by this uplink (no balancing; the hosts' address selection fails over).
+    None,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
-    /// Empty means: probe the gateway.
-    pub targets: Vec<Ipv4Addr>,
+    /// Either family; a family without targets probes that family's gateway.
+    pub targets: Vec<IpAddr>,
     #[serde(with = "duration_ms")]
     pub interval: Duration,
     #[serde(with = "duration_ms")]
@@ -262,12 +294,16 @@ pub const SET_THRESHOLD: usize = 4;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Match {
-    pub sources: Vec<Ipv4Net>,
-    pub destinations: Vec<Ipv4Net>,
+    pub sources: Vec<IpNet>,
+    pub destinations: Vec<IpNet>,
     pub protocol: Protocol,
     pub source_ports: Vec<PortRange>,
     pub destination_ports: Vec<PortRange>,
     pub destination_set: Option<String>,
+    /// Set in one address family's view of the config when the policy names networks (or
+    /// a set) only of the other family: it matches nothing there.
+    #[serde(skip)]
+    pub never: bool,
 }
 
 impl Match {
@@ -331,8 +367,8 @@ pub enum Fallback {
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationSet {
     pub name: String,
-    /// Static members: always in the set.
-    pub networks: Vec<Ipv4Net>,
+    /// Static members (either family): always in the set.
+    pub networks: Vec<IpNet>,
     /// Domains whose addresses a resolver adds to the set (with their subdomains).
     pub domains: Vec<String>,
     /// How long an address the resolver added stays (set when `domains` are given).

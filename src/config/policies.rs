@@ -41,7 +41,7 @@ impl Checker<'_> {
                 continue;
             };
             let p = path.key(&name);
-            if let Err(e) = check_name(&name, 18) {
+            if let Err(e) = check_name(&name, 17) {
                 self.error(&p, e);
                 continue;
             }
@@ -186,11 +186,11 @@ impl Checker<'_> {
 
     /// Networks that become ipset members: no `0.0.0.0/0` (hash:net cannot hold it), and no
     /// more than ipset's default maximum.
-    fn set_members(&mut self, networks: &[ipnet::Ipv4Net], p: &FieldPath, what: &str) {
+    fn set_members(&mut self, networks: &[ipnet::IpNet], p: &FieldPath, what: &str) {
         if let Some(i) = networks.iter().position(|n| n.prefix_len() == 0) {
             self.error(
                 &p.index(i),
-                format!("0.0.0.0/0 cannot be {what} (it would match every address): leave the list out to match everything"),
+                format!("{} cannot be {what} (it would match every address): leave the list out to match everything", networks[i]),
             );
         }
         if networks.len() > MAX_SET_MEMBERS {
@@ -206,6 +206,7 @@ impl Checker<'_> {
 
     pub(super) fn matcher(&mut self, raw: RawMatch, p: &FieldPath, sets: &HashSet<&str>) -> Match {
         let m = Match {
+            never: false,
             sources: nets(raw.source),
             destinations: nets(raw.destination),
             protocol: raw.protocol.unwrap_or_default(),
@@ -306,7 +307,7 @@ impl Checker<'_> {
     }
 }
 
-pub(super) fn nets(list: Option<OneOrMany<Net>>) -> Vec<ipnet::Ipv4Net> {
+pub(super) fn nets(list: Option<OneOrMany<Net>>) -> Vec<ipnet::IpNet> {
     list.map(|l| l.0.into_iter().map(|n| n.0).collect())
         .unwrap_or_default()
 }

@@ -14,6 +14,9 @@ pub struct RawUplink {
     pub name: String,
     pub interface: String,
     pub gateway: Option<String>,
+    pub gateway6: Option<String>,
+    pub nat6: Option<super::Nat6>,
+    pub prefix6: Option<String>,
     pub weight: Option<u32>,
     pub tier: Option<u32>,
     pub id: Option<u32>,
@@ -25,7 +28,7 @@ pub struct RawUplink {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
-    pub targets: Option<OneOrMany<Ipv4Addr>>,
+    pub targets: Option<OneOrMany<std::net::IpAddr>>,
     pub interval: Option<Span>,
     pub timeout: Option<Span>,
     pub quorum: Option<u32>,

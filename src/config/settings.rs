@@ -186,4 +186,49 @@ impl Checker<'_> {
         }
         t
     }
+
+    /// `lan_prefix6`: the LAN's IPv6 prefix, needed (and only useful) with `nat6: npt`,
+    /// which maps it onto each uplink's prefix keeping the host bits.
+    pub(super) fn lan_prefix6(
+        &mut self,
+        top: &BTreeMap<String, Value>,
+        uplinks: &[Uplink],
+    ) -> Option<ipnet::Ipv6Net> {
+        let path = FieldPath::root().key("lan_prefix6");
+        let lan = match top
+            .get("lan_prefix6")
+            .map(|v| self.typed::<String>(v, &path))
+        {
+            None => None,
+            Some(None) => return None,
+            Some(Some(t)) => match t.parse::<ipnet::Ipv6Net>() {
+                Ok(n) if (1..=128).contains(&n.prefix_len()) => Some(n.trunc()),
+                _ => {
+                    self.error(
+                        &path,
+                        format!("`{t}` is not an IPv6 prefix like fd00:0:0:10::/64"),
+                    );
+                    return None;
+                }
+            },
+        };
+        for (i, u) in uplinks.iter().enumerate() {
+            let Some(side) = u.ipv6.as_ref().filter(|s| s.nat == Nat6::Npt) else {
+                continue;
+            };
+            let at = FieldPath::root().key("uplinks").index(i).key("nat6");
+            match (lan, side.prefix) {
+                (None, _) => self.error(
+                    &at,
+                    "npt maps the LAN prefix onto the uplink's: give `lan_prefix6` (like fd00:0:0:10::/64)",
+                ),
+                (Some(l), Some(w)) if w.prefix_len() > l.prefix_len() => self.error(
+                    &FieldPath::root().key("uplinks").index(i).key("prefix6"),
+                    format!("{w} is longer than lan_prefix6 {l}: the uplink's prefix must hold the LAN's"),
+                ),
+                _ => {}
+            }
+        }
+        lan
+    }
 }

@@ -63,7 +63,7 @@ impl Checker<'_> {
         let gateway = match raw.gateway.as_deref() {
             None | Some("auto") => Gateway::Auto,
             Some(text) => match text.parse::<Ipv4Addr>() {
-                Ok(ip) if is_unicast(ip) => Gateway::Static(ip),
+                Ok(ip) if is_unicast(ip) => Gateway::Static(ip.into()),
                 _ => {
                     self.error(
                         &p.key("gateway"),
@@ -73,6 +73,7 @@ impl Checker<'_> {
                 }
             },
         };
+        let ipv6 = self.ipv6_side(&raw, p);
         let weight = raw.weight.unwrap_or(1);
         if !(1..=1000).contains(&weight) {
             self.error(
@@ -101,11 +102,16 @@ impl Checker<'_> {
                 ),
             );
         }
-        let probe = self.probe(raw.probe.unwrap_or_default(), &p.key("probe"));
+        let probe = self.probe(
+            raw.probe.unwrap_or_default(),
+            &p.key("probe"),
+            ipv6.is_some(),
+        );
         Uplink {
             name: raw.name,
             interface: raw.interface,
             gateway,
+            ipv6,
             weight,
             tier: tier as u8,
             id,
@@ -150,24 +156,84 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn probe(&mut self, raw: RawProbe, p: &FieldPath) -> Probe {
+    /// `gateway6`, `nat6` and `prefix6`: the uplink's IPv6 side, present when `gateway6` is.
+    fn ipv6_side(&mut self, raw: &RawUplink, p: &FieldPath) -> Option<Ipv6Side> {
+        let Some(text) = raw.gateway6.as_deref() else {
+            for (key, given) in [
+                ("nat6", raw.nat6.is_some()),
+                ("prefix6", raw.prefix6.is_some()),
+            ] {
+                if given {
+                    self.error(
+                        &p.key(key),
+                        "needs `gateway6` (auto or an address): without it the uplink has no IPv6",
+                    );
+                }
+            }
+            return None;
+        };
+        let gateway = match text {
+            "auto" => Gateway::Auto,
+            t => match t.parse::<std::net::Ipv6Addr>() {
+                Ok(ip) if !(ip.is_unspecified() || ip.is_multicast()) => Gateway::Static(ip.into()),
+                _ => {
+                    self.error(
+                        &p.key("gateway6"),
+                        format!("`{t}` is not an IPv6 unicast address (fe80::1 is fine) or `auto`"),
+                    );
+                    Gateway::Auto
+                }
+            },
+        };
+        let prefix = raw
+            .prefix6
+            .as_deref()
+            .and_then(|t| match t.parse::<ipnet::Ipv6Net>() {
+                Ok(n) if (1..=64).contains(&n.prefix_len()) => Some(n.trunc()),
+                _ => {
+                    self.error(
+                        &p.key("prefix6"),
+                        format!("`{t}` is not an IPv6 prefix of /1 to /64, like 2001:db8:1::/56"),
+                    );
+                    None
+                }
+            });
+        Some(Ipv6Side {
+            gateway,
+            nat: raw.nat6.unwrap_or_default(),
+            prefix,
+        })
+    }
+
+    pub(super) fn probe(&mut self, raw: RawProbe, p: &FieldPath, ipv6: bool) -> Probe {
         let targets = raw.targets.map(|t| t.0).unwrap_or_default();
         for (i, t) in targets.iter().enumerate() {
-            if !is_unicast(*t) {
+            if !is_unicast_ip(*t) {
                 self.error(
                     &p.key("targets").index(i),
                     format!("{t} is not a unicast address"),
+                );
+            } else if t.is_ipv6() && !ipv6 {
+                self.error(
+                    &p.key("targets").index(i),
+                    format!("{t} is an IPv6 target, but the uplink has no IPv6: give `gateway6`"),
                 );
             }
         }
         let (interval, timeout) =
             self.timing(raw.interval, raw.timeout, Duration::from_millis(500), p);
         let quorum = raw.quorum.unwrap_or(1);
-        let available = targets.len().max(1) as u32;
+        // Each family is judged on its own targets (its gateway when it has none).
+        let of = |v6: bool| targets.iter().filter(|t| t.is_ipv6() == v6).count().max(1) as u32;
+        let available = if ipv6 {
+            of(false).min(of(true))
+        } else {
+            of(false)
+        };
         if quorum == 0 || quorum > available {
             self.error(
                 &p.key("quorum"),
-                format!("{quorum} is out of range: at least 1 and at most the number of targets ({available})"),
+                format!("{quorum} is out of range: at least 1 and at most the number of targets of each family ({available})"),
             );
         }
         let down_after = self.count(raw.down_after, 3, &p.key("down_after"));
@@ -244,4 +310,11 @@ impl Checker<'_> {
 
 pub(super) fn is_unicast(ip: Ipv4Addr) -> bool {
     !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
+}
+
+pub(super) fn is_unicast_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => is_unicast(v4),
+        std::net::IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
 }

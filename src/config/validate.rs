@@ -34,6 +34,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "hook_timeout",
     "port_forwards",
     "ha",
+    "lan_prefix6",
 ];
 
 /// Collects diagnostics while reading one file.
@@ -296,6 +297,7 @@ impl<'a> Checker<'a> {
         let hook_timeout = self.hook_timeout(top);
         let port_forwards = self.port_forwards(top, &uplinks);
         let ha = self.ha(top, &lan_interfaces, &uplinks);
+        let lan_prefix6 = self.lan_prefix6(top, &uplinks);
         Config {
             lan_interfaces,
             uplinks,
@@ -314,6 +316,7 @@ impl<'a> Checker<'a> {
             hook_timeout,
             port_forwards,
             ha,
+            lan_prefix6,
         }
     }
 }

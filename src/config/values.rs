@@ -184,24 +184,26 @@ impl<'de> Deserialize<'de> for HexU32 {
     }
 }
 
-/// An IPv4 network, or a single address (taken as /32): `10.0.0.0/24`, `10.0.0.50`.
+/// A network of either family, or a single address (taken as /32 or /128):
+/// `10.0.0.0/24`, `10.0.0.50`, `2001:db8:10::/64`, `2001:db8::5`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net(pub ipnet::Ipv4Net);
+pub struct Net(pub ipnet::IpNet);
 
 impl<'de> Deserialize<'de> for Net {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = scalar_text(d, "an IPv4 network like 10.0.0.0/24 or an address")?;
+        let text = scalar_text(
+            d,
+            "a network like 10.0.0.0/24 or 2001:db8::/64, or an address",
+        )?;
         let t = text.trim();
         let parsed = if t.contains('/') {
-            t.parse::<ipnet::Ipv4Net>().ok()
+            t.parse::<ipnet::IpNet>().ok()
         } else {
-            t.parse::<std::net::Ipv4Addr>()
-                .ok()
-                .map(ipnet::Ipv4Net::from)
+            t.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
         };
         parsed.map(|n| Net(n.trunc())).ok_or_else(|| {
             de::Error::custom(format!(
-                "`{text}` is not an IPv4 network like 10.0.0.0/24 or an address"
+                "`{text}` is not a network like 10.0.0.0/24 or 2001:db8::/64, or an address"
             ))
         })
     }

@@ -112,6 +112,31 @@ pub struct UplinkStatus {
     pub connections: Option<u64>,
     /// Their bytes, both directions (needs `net.netfilter.nf_conntrack_acct=1`).
     pub bytes: Option<u64>,
+    /// The uplink's IPv6, judged and balanced on its own (absent: no IPv6 on it). The
+    /// fields above are IPv4's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<FamilyStatus>,
+}
+
+/// One address family of an uplink: the IPv4 fields of [`UplinkStatus`], for IPv6.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyStatus {
+    /// up | degraded | down
+    pub state: String,
+    pub since_unix: f64,
+    pub effective_weight: f64,
+    pub share_percent: f64,
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss_percent: f64,
+    pub probes_sent: u64,
+    pub probes_lost: u64,
+    pub probes_late: u64,
+    pub last_transition: Option<LastTransition>,
+    pub address: String,
+    pub gateway: String,
+    pub connections: Option<u64>,
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

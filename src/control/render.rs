@@ -218,6 +218,7 @@ mod tests {
             table: 101,
             connections: Some(3),
             bytes: None,
+            ipv6: None,
         };
         let s = Status {
             version: "0.1.0".into(),

@@ -206,8 +206,12 @@ async fn status_answer(agent: &mpsc::Sender<Request>, caches: &Caches) -> String
     let Some((mut status, marks)) = caches.agent(agent).await else {
         return String::new();
     };
-    if let Some(counts) = caches.counts(marks.mask).await {
+    if let Some(counts) = caches.counts(Family::Ipv4, marks.mask).await {
         fill_counts(&mut status, &counts);
+    }
+    let has_v6 = status.uplinks.iter().any(|u| u.ipv6.is_some());
+    if has_v6 && let Some(counts) = caches.counts(Family::Ipv6, marks.mask).await {
+        fill_counts6(&mut status, &counts);
     }
     if let Some(ha) = status.ha.as_mut() {
         match caches.sync(&ha.conntrackd_config).await {
@@ -270,6 +274,7 @@ type Counts = Arc<HashMap<u32, Tally>>;
 struct Caches {
     agent: Cache<Option<(Status, MarkLayout)>>,
     counts: Cache<Option<Counts>>,
+    counts6: Cache<Option<Counts>>,
     sync: Cache<Result<SyncCounters, String>>,
 }
 
@@ -278,6 +283,7 @@ impl Default for Caches {
         Self {
             agent: Cache::reused_for(AGENT_REUSE_FOR),
             counts: Cache::default(),
+            counts6: Cache::default(),
             sync: Cache::default(),
         }
     }
@@ -295,14 +301,17 @@ impl Caches {
             .await
     }
 
-    async fn counts(&self, mask: u32) -> Option<Counts> {
-        self.counts
+    async fn counts(&self, family: Family, mask: u32) -> Option<Counts> {
+        let cache = match family {
+            Family::Ipv4 => &self.counts,
+            Family::Ipv6 => &self.counts6,
+        };
+        cache
             .get(mask.to_string(), || async move {
-                let counted = tokio::task::spawn_blocking(move || {
-                    conntrack::count_by_mark(Family::Ipv4, mask)
-                })
-                .await
-                .ok()?;
+                let counted =
+                    tokio::task::spawn_blocking(move || conntrack::count_by_mark(family, mask))
+                        .await
+                        .ok()?;
                 match counted {
                     Ok(c) => Some(Arc::new(c)),
                     Err(e) => {
@@ -331,6 +340,17 @@ fn fill_counts(status: &mut Status, counts: &HashMap<u32, Tally>) {
         let t = counts.get(&u.mark).copied().unwrap_or_default();
         u.connections = Some(t.connections);
         u.bytes = (t.bytes > 0).then_some(t.bytes);
+    }
+}
+
+fn fill_counts6(status: &mut Status, counts: &HashMap<u32, Tally>) {
+    for u in &mut status.uplinks {
+        let mark = u.mark;
+        if let Some(v6) = u.ipv6.as_mut() {
+            let t = counts.get(&mark).copied().unwrap_or_default();
+            v6.connections = Some(t.connections);
+            v6.bytes = (t.bytes > 0).then_some(t.bytes);
+        }
     }
 }
 

@@ -286,6 +286,7 @@ mod tests {
     fn uplink_event_has_every_variable() {
         let t = Transition {
             uplink: "isp1".into(),
+            family: crate::family::Family::Ipv4,
             from: crate::health::Health::Up,
             to: crate::health::Health::Down,
             cause: crate::health::Cause::LinkDown,

@@ -14,17 +14,21 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::family::Family as AddressFamily;
 use crate::health::{Health, Stats, Transition};
 use crate::plan::UplinkPlan;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UplinkLabel {
     pub uplink: String,
+    /// ipv4 | ipv6
+    pub family: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     pub uplink: String,
+    pub family: String,
     pub to: String,
     /// probes | link | quality
     pub cause: String,
@@ -185,9 +189,10 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
-    fn label(uplink: &str) -> UplinkLabel {
+    fn label(uplink: &str, family: AddressFamily) -> UplinkLabel {
         UplinkLabel {
             uplink: uplink.to_string(),
+            family: family.name().to_string(),
         }
     }
 
@@ -199,8 +204,9 @@ impl Metrics {
         counter.inc_by(if total >= last { total - last } else { total });
     }
 
-    pub fn update_uplink(&self, plan: &UplinkPlan, stats: Option<&Stats>) {
-        let l = Self::label(&plan.name);
+    pub fn update_uplink(&self, family: AddressFamily, plan: &UplinkPlan, stats: Option<&Stats>) {
+        let l = Self::label(&plan.name, family);
+        let key = format!("{}/{family}", plan.name);
         let state = stats.map_or(plan.health, |s| s.state);
         self.up
             .get_or_create(&l)
@@ -218,21 +224,14 @@ impl Metrics {
             .get_or_create(&l)
             .set(s.jitter.map_or(0.0, |d| d.as_secs_f64()));
         self.loss.get_or_create(&l).set(s.loss);
-        self.advance(
-            &self.sent.get_or_create(&l),
-            (plan.name.clone(), "sent"),
-            s.sent,
-        );
-        self.advance(
-            &self.lost.get_or_create(&l),
-            (plan.name.clone(), "lost"),
-            s.lost,
-        );
+        self.advance(&self.sent.get_or_create(&l), (key.clone(), "sent"), s.sent);
+        self.advance(&self.lost.get_or_create(&l), (key, "lost"), s.lost);
     }
 
     pub fn transition(&self, t: &Transition) {
         let labels = TransitionLabels {
             uplink: t.uplink.clone(),
+            family: t.family.name().to_string(),
             to: t.to.to_string(),
             cause: t.cause.kind().into(),
         };
@@ -272,11 +271,11 @@ impl Metrics {
 
     /// New connections marked per uplink, as totals of the marking rules' counters (read
     /// by the kernel actor's reconcile, never by a scrape).
-    pub fn set_marked(&self, totals: &BTreeMap<String, u64>) {
+    pub fn set_marked(&self, family: AddressFamily, totals: &BTreeMap<String, u64>) {
         for (uplink, total) in totals {
             self.advance(
-                &self.marked.get_or_create(&Self::label(uplink)),
-                (uplink.clone(), "marked"),
+                &self.marked.get_or_create(&Self::label(uplink, family)),
+                (format!("{uplink}/{family}"), "marked"),
                 *total,
             );
         }
@@ -340,6 +339,7 @@ mod tests {
         let m = Metrics::new();
         let t = Transition {
             uplink: "isp1".into(),
+            family: crate::family::Family::Ipv4,
             from: Health::Up,
             to: Health::Down,
             cause: crate::health::Cause::ProbesFailed {
@@ -373,7 +373,7 @@ mod tests {
         assert!(!text.contains("multiwan_old"), "{text}");
         assert!(
             text.contains(
-                "multiwan_transitions_total{uplink=\"isp1\",to=\"down\",cause=\"probes\"} 1"
+                "multiwan_transitions_total{uplink=\"isp1\",family=\"ipv4\",to=\"down\",cause=\"probes\"} 1"
             ),
             "{text}"
         );

@@ -19,7 +19,7 @@ pub mod rtt;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,6 +27,7 @@ use serde::Serialize;
 pub use cause::{Cause, Crossed};
 
 use crate::config::{Degraded, Uplink};
+pub use crate::family::Family;
 use rtt::{RttEstimator, WINDOW};
 
 /// An uplink's health.
@@ -48,14 +49,42 @@ impl fmt::Display for Health {
     }
 }
 
+/// One family of one uplink: what a health machine judges and a probe socket serves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Track {
+    pub uplink: String,
+    pub family: Family,
+}
+
+impl Track {
+    pub fn new(uplink: &str, family: Family) -> Self {
+        Self {
+            uplink: uplink.to_string(),
+            family,
+        }
+    }
+}
+
+/// `isp1` for IPv4 (as before IPv6 existed), `isp1 ipv6` for IPv6.
+impl fmt::Display for Track {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.family {
+            Family::Ipv4 => f.write_str(&self.uplink),
+            Family::Ipv6 => write!(f, "{} ipv6", self.uplink),
+        }
+    }
+}
+
 /// Leave `degraded` only when loss and latency are below this share of their thresholds,
 /// so an uplink hovering at a threshold does not flap.
 const RECOVER_FACTOR: f64 = 0.75;
 
-/// What the machine needs from the config, with the targets resolved.
+/// What the machine needs from the config, with the targets resolved. One machine judges
+/// one family of one uplink: IPv6 can be broken while IPv4 works.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    pub targets: Vec<Ipv4Addr>,
+    pub family: Family,
+    pub targets: Vec<IpAddr>,
     pub interval: Duration,
     pub timeout: Duration,
     pub quorum: u32,
@@ -65,14 +94,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Probe targets default to the gateway; None when there is nothing to probe yet.
-    pub fn for_uplink(u: &Uplink, gateway: Option<Ipv4Addr>) -> Option<Self> {
-        let targets = if u.probe.targets.is_empty() {
-            vec![gateway?]
-        } else {
-            u.probe.targets.clone()
-        };
+    /// The family's targets, or its gateway when it has none; None when there is nothing
+    /// to probe yet.
+    pub fn for_uplink(u: &Uplink, family: Family, gateway: Option<IpAddr>) -> Option<Self> {
+        let mut targets: Vec<IpAddr> = u
+            .probe
+            .targets
+            .iter()
+            .copied()
+            .filter(|t| Family::of_addr(t) == family)
+            .collect();
+        if targets.is_empty() {
+            targets.push(gateway.filter(|g| Family::of_addr(g) == family)?);
+        }
         Some(Self {
+            family,
             targets,
             interval: u.probe.interval,
             timeout: u.probe.timeout,
@@ -88,7 +124,7 @@ impl Settings {
 /// waiting for (after that the socket may give up on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeRequest {
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     pub seq: u16,
     pub timeout: Duration,
 }
@@ -97,6 +133,7 @@ pub struct ProbeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transition {
     pub uplink: String,
+    pub family: Family,
     pub from: Health,
     pub to: Health,
     pub cause: Cause,
@@ -104,6 +141,12 @@ pub struct Transition {
     pub loss: f64,
     /// Mean RTT over the recent window.
     pub rtt: Option<Duration>,
+}
+
+impl Transition {
+    pub fn track(&self) -> Track {
+        Track::new(&self.uplink, self.family)
+    }
 }
 
 /// Figures for status and metrics.
@@ -122,7 +165,7 @@ pub struct Stats {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStats {
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     pub loss: f64,
     pub rtt: Option<Duration>,
     pub jitter: Option<Duration>,
@@ -130,7 +173,7 @@ pub struct TargetStats {
 
 #[derive(Debug)]
 struct Target {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     rtt: RttEstimator,
     /// Recent outcomes: answered in time or not.
     outcomes: VecDeque<bool>,
@@ -194,6 +237,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// The machine of one family of uplink `name` (the family is the settings').
     pub fn new(name: &str, settings: Settings, initial: Health, now: Instant) -> Self {
         let targets = settings
             .targets
@@ -204,9 +248,16 @@ impl Monitor {
                 outcomes: VecDeque::new(),
             })
             .collect();
-        let seed = name.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let salt: &[u8] = match settings.family {
+            Family::Ipv4 => b"",
+            Family::Ipv6 => b"/6",
+        };
+        let seed = name
+            .bytes()
+            .chain(salt.iter().copied())
+            .fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
         Self {
             name: name.to_string(),
             settings,
@@ -510,6 +561,7 @@ impl Monitor {
         }
         let t = Transition {
             uplink: self.name.clone(),
+            family: self.settings.family,
             from: self.state,
             to,
             cause,

@@ -3,15 +3,18 @@
 
 use super::*;
 
-const T1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const T2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+use std::net::Ipv4Addr;
+
+const T1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+const T2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-fn settings(targets: &[Ipv4Addr]) -> Settings {
+fn settings(targets: &[IpAddr]) -> Settings {
     Settings {
+        family: Family::Ipv4,
         targets: targets.to_vec(),
         interval: ms(500),
         timeout: ms(1000),
@@ -23,7 +26,7 @@ fn settings(targets: &[Ipv4Addr]) -> Settings {
 }
 
 /// The network: given a target and the time since start, the RTT of the reply, or None.
-type Network = Box<dyn FnMut(Ipv4Addr, Duration) -> Option<Duration>>;
+type Network = Box<dyn FnMut(IpAddr, Duration) -> Option<Duration>>;
 
 struct Sim {
     m: Monitor,

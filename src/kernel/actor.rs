@@ -20,7 +20,7 @@ use super::netfilter::{self, Changes, Counters};
 use super::routing::{KernelView, RoutingChanges};
 use super::{conntrack, sysctl};
 use crate::config::Config;
-use crate::health::{Health, Transition};
+use crate::health::{Health, Track, Transition};
 use crate::plan::flush::{self, Flush};
 use crate::plan::{Observed, Plan};
 
@@ -41,7 +41,8 @@ pub enum Purpose {
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub config: Arc<Config>,
-    pub health: BTreeMap<String, Health>,
+    /// The health of each family of each uplink.
+    pub health: BTreeMap<Track, Health>,
     pub backends_down: BTreeSet<(String, usize)>,
     /// Re-read the kernel and repair everything (addresses, routes, drift), rather than
     /// only swapping the chains that changed.
@@ -301,7 +302,7 @@ impl Actor {
         desired: &Desired,
         report: &mut Report,
     ) -> bool {
-        observed.health = desired.health.clone();
+        observed.set_health(&desired.health);
         observed.backends_down = desired.backends_down.clone();
         let plan = Plan::build(&desired.config, &observed);
         match netfilter::apply_delta(installed, &plan).await {
@@ -349,7 +350,7 @@ impl Actor {
 
     async fn flush(&self, todo: Vec<Flush>, report: &mut Report) {
         for f in todo {
-            let result = conntrack::delete_mark(f.mark, f.mask).await;
+            let result = conntrack::delete_mark(f.family, f.mark, f.mask).await;
             report.flushed.push(Flushed { flush: f, result });
         }
     }
@@ -372,9 +373,11 @@ mod tests {
 
     fn change(config: &Arc<Config>, a: Health) -> Desired {
         let mut d = Desired::new(config.clone(), Purpose::Change);
-        d.health = BTreeMap::from([("a".into(), a), ("b".into(), Health::Up)]);
+        let v4 = |n: &str| Track::new(n, crate::plan::Family::Ipv4);
+        d.health = BTreeMap::from([(v4("a"), a), (v4("b"), Health::Up)]);
         d.flush_for = vec![Transition {
             uplink: "a".into(),
+            family: crate::plan::Family::Ipv4,
             from: Health::Up,
             to: a,
             cause: Cause::LinkDown,
@@ -391,7 +394,11 @@ mod tests {
         assert!(!d.full, "a health change swaps chains, no full pass");
         d.merge(Desired::new(c.clone(), Purpose::Reconcile));
         d.merge(change(&c, Health::Up));
-        assert_eq!(d.health["a"], Health::Up, "the latest state wins");
+        assert_eq!(
+            d.health[&Track::new("a", crate::plan::Family::Ipv4)],
+            Health::Up,
+            "the latest state wins"
+        );
         assert_eq!(d.flush_for.len(), 2, "every transition's flush is kept");
         assert!(d.full, "a reconcile among them makes the pass full");
         assert_eq!(

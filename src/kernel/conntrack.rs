@@ -10,17 +10,23 @@ use std::io;
 use super::exec::{self, ToolError};
 use crate::plan::Family;
 
-/// Deletes entries whose mark matches `mark` under `mask`; returns how many went.
-pub async fn delete_mark(mark: u32, mask: u32) -> Result<u64, ToolError> {
+/// Deletes entries of `family` whose mark matches `mark` under `mask`; returns how many
+/// went. (`conntrack` without `-f` only sees IPv4.)
+pub async fn delete_mark(family: Family, mark: u32, mask: u32) -> Result<u64, ToolError> {
     let spec = format!("{mark:#x}/{mask:#x}");
-    let ran = exec::run("conntrack", &["-D", "--mark", &spec], None).await?;
+    let ran = exec::run(
+        "conntrack",
+        &["-D", "-f", family.name(), "--mark", &spec],
+        None,
+    )
+    .await?;
     let deleted = deleted_count(&ran.stderr);
     // conntrack exits 1 when nothing matched: not an error for us.
     if ran.success || deleted == Some(0) {
         return Ok(deleted.unwrap_or(0));
     }
     Err(ToolError::Failed {
-        tool: format!("conntrack -D --mark {spec}"),
+        tool: format!("conntrack -D -f {family} --mark {spec}"),
         status: ran.status,
         stderr: ran.stderr,
     })

@@ -7,7 +7,7 @@ use super::ipset::{self, IpsetError};
 use super::netfilter::{self, Changes, Counters, NetfilterError};
 use super::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
 use crate::config::Config;
-use crate::health::Health;
+use crate::health::{Health, Track};
 use crate::plan::{Family, Observed, Plan};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,11 +75,11 @@ impl Installer {
     pub async fn observe(
         &self,
         config: &Config,
-        health: &BTreeMap<String, Health>,
+        health: &BTreeMap<Track, Health>,
     ) -> Result<(Observed, KernelView, Vec<String>), InstallError> {
         let view = self.routing.view().await?;
         let (mut observed, warnings) = model::observe(config, &view);
-        observed.health = health.clone();
+        observed.set_health(health);
         Ok((observed, view, warnings))
     }
 
@@ -88,7 +88,7 @@ impl Installer {
     pub async fn apply(
         &self,
         config: &Config,
-        health: &BTreeMap<String, Health>,
+        health: &BTreeMap<Track, Health>,
         backends_down: &BTreeSet<(String, usize)>,
     ) -> Result<Applied, InstallError> {
         let (mut observed, view, mut warnings) = self.observe(config, health).await?;

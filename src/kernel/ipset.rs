@@ -5,13 +5,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::exec::{self, ToolError};
-use crate::plan::{IpSet, Resolved, SET_PREFIX};
+use crate::plan::{IpSet, Resolved, SET_PREFIX, SET_PREFIX6};
+
+/// Whether a set is ours (either family's prefix).
+pub fn is_ours(name: &str) -> bool {
+    name.starts_with(SET_PREFIX) || name.starts_with(SET_PREFIX6)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpsetError {
@@ -22,6 +27,8 @@ pub enum IpsetError {
 /// The temporary set an update fills and swaps in, one set after the other. Config names
 /// start with a letter or digit, so it cannot clash, and it fits beside the longest name.
 pub const TEMP: &str = "multiwan_.new";
+/// The same for IPv6 sets.
+pub const TEMP6: &str = "multiwan6_.new";
 
 /// One set of ours as the kernel holds it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,9 +36,9 @@ pub struct Present {
     /// The set's `timeout` option (None: created without one).
     pub timeout: Option<u32>,
     /// Members that do not age out.
-    pub permanent: BTreeSet<Ipv4Net>,
+    pub permanent: BTreeSet<IpNet>,
     /// Members that age out, with the seconds they have left.
-    pub learned: BTreeMap<Ipv4Net, u32>,
+    pub learned: BTreeMap<IpNet, u32>,
 }
 
 /// How many members a set has, for `status` and metrics.
@@ -51,14 +58,14 @@ pub fn parse_save(save: &str) -> HashMap<String, Present> {
     for line in save.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["create", name, rest @ ..] if name.starts_with(SET_PREFIX) => {
+            ["create", name, rest @ ..] if is_ours(name) => {
                 out.entry(name.to_string()).or_default().timeout = option(rest, "timeout");
             }
-            ["add", name, member, rest @ ..] if name.starts_with(SET_PREFIX) => {
-                // ipset prints single addresses without /32.
+            ["add", name, member, rest @ ..] if is_ours(name) => {
+                // ipset prints single addresses without /32 or /128.
                 let net = member
-                    .parse::<Ipv4Net>()
-                    .or_else(|_| member.parse::<Ipv4Addr>().map(Ipv4Net::from));
+                    .parse::<IpNet>()
+                    .or_else(|_| member.parse::<IpAddr>().map(IpNet::from));
                 let Ok(net) = net else { continue };
                 let set = out.entry(name.to_string()).or_default();
                 match option(rest, "timeout") {
@@ -86,9 +93,11 @@ fn option(words: &[&str], key: &str) -> Option<u32> {
 /// differs. Sets whose content is not known (planning offline) are only created.
 pub fn script(sets: &[IpSet], current: &HashMap<String, Present>) -> String {
     let mut out = String::new();
-    if current.contains_key(TEMP) {
-        // Left over by an update that died half-way, perhaps of another type.
-        let _ = writeln!(out, "destroy {TEMP}");
+    for temp in [TEMP, TEMP6] {
+        if current.contains_key(temp) {
+            // Left over by an update that died half-way, perhaps of another type.
+            let _ = writeln!(out, "destroy {temp}");
+        }
     }
     for set in sets {
         let stale = match (current.get(&set.name), &set.networks) {
@@ -123,19 +132,28 @@ fn create(out: &mut String, set: &IpSet) {
 /// Fills the temporary set (with the plan's options) and swaps it in. Into a learned set,
 /// the learned members move along with the time they have left (at most the new timeout).
 fn refill(out: &mut String, set: &IpSet, have: Option<&Present>) {
-    let _ = writeln!(out, "{}", set.create_line(TEMP));
+    let temp = temp_of(set);
+    let _ = writeln!(out, "{}", set.create_line(temp));
     if let Resolved::Known(nets) = &set.networks {
         for n in nets {
-            let _ = writeln!(out, "add {TEMP} {n} -exist");
+            let _ = writeln!(out, "add {temp} {n} -exist");
         }
     }
     if let (Some(max), Some(have)) = (set.learned_timeout, have) {
         for (n, left) in &have.learned {
-            let _ = writeln!(out, "add {TEMP} {n} timeout {} -exist", (*left).min(max));
+            let _ = writeln!(out, "add {temp} {n} timeout {} -exist", (*left).min(max));
         }
     }
-    let _ = writeln!(out, "swap {TEMP} {}", set.name);
-    let _ = writeln!(out, "destroy {TEMP}");
+    let _ = writeln!(out, "swap {temp} {}", set.name);
+    let _ = writeln!(out, "destroy {temp}");
+}
+
+/// The temporary set of the set's family (a swap needs both of one family).
+fn temp_of(set: &IpSet) -> &'static str {
+    match set.family {
+        crate::plan::Family::Ipv4 => TEMP,
+        crate::plan::Family::Ipv6 => TEMP6,
+    }
 }
 
 /// Each planned set's member counts once `script` has run.
@@ -162,7 +180,7 @@ pub async fn ours() -> Result<Vec<String>, IpsetError> {
     let names = exec::run_ok("ipset", &["list", "-n"], None).await?;
     Ok(names
         .lines()
-        .filter(|n| n.starts_with(SET_PREFIX))
+        .filter(|n| is_ours(n))
         .map(str::to_string)
         .collect())
 }

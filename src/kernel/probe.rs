@@ -4,33 +4,37 @@
 //! table, so a probe can only be answered if that ISP really carries it (binding alone
 //! does not steer a probe: see docs/architecture.md).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::debug;
 
+use crate::family::Family;
 use crate::health::ProbeRequest;
 
 /// ICMP type of an echo reply. On raw sockets an ICMP error quoting our request is also
 /// handed back as a "reply"; it must not count as the target answering.
 const ECHO_REPLY: u8 = 0;
+const ECHO_REPLY_V6: u8 = 129;
 const PAYLOAD: &[u8] = b"multiwan probe";
 /// Log target of per-probe lines (debug level): `RUST_LOG=info,multiwan::probe=debug`
 /// shows every probe sent and every reply with its RTT.
 pub const LOG_TARGET: &str = "multiwan::probe";
 
-/// What became of one probe.
+/// What became of one probe of one family of an uplink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeEvent {
     Reply {
         uplink: String,
+        family: Family,
         seq: u16,
         rtt: Duration,
     },
     Failed {
         uplink: String,
+        family: Family,
         seq: u16,
         why: String,
     },
@@ -68,29 +72,43 @@ pub fn check_backend(
     });
 }
 
-/// The probe socket of one uplink.
+/// The probe socket of one family of one uplink.
 pub struct Prober {
     client: Client,
     ident: u16,
+    /// The interface's index: the scope of a link-local target (an IPv6 gateway).
+    scope: u32,
     pub interface: String,
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
     pub mark: u32,
 }
 
 impl Prober {
-    /// `mark` is the uplink's fwmark (our bits only): the fwmark rule sends every probe
-    /// through the uplink's table, and the OUTPUT chain leaves a marked packet alone.
-    pub fn new(interface: &str, source: Ipv4Addr, ident: u16, mark: u32) -> std::io::Result<Self> {
+    /// A socket of `source`'s family, bound to the interface and that address. `mark` is
+    /// the uplink's fwmark (our bits only): the fwmark rule sends every probe through the
+    /// uplink's table, and the OUTPUT chain leaves a marked packet alone.
+    pub fn new(
+        interface: &str,
+        index: u32,
+        source: IpAddr,
+        ident: u16,
+        mark: u32,
+    ) -> std::io::Result<Self> {
+        let kind = match source {
+            IpAddr::V4(_) => ICMP::V4,
+            IpAddr::V6(_) => ICMP::V6,
+        };
         let config = Config::builder()
-            .kind(ICMP::V4)
+            .kind(kind)
             .interface(interface)
-            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .bind(SocketAddr::new(source, 0))
             .build();
         let client = Client::new(&config)?;
         set_mark(client.get_socket().get_native_sock(), mark)?;
         Ok(Self {
             client,
             ident,
+            scope: index,
             interface: interface.to_string(),
             source,
             mark,
@@ -102,46 +120,54 @@ impl Prober {
         let client = self.client.clone();
         let ident = PingIdentifier(self.ident);
         let uplink = uplink.to_string();
+        let family = Family::of_addr(&self.source);
+        let scope = self.scope;
         tokio::spawn(async move {
-            let mut pinger = client.pinger(IpAddr::V4(req.target), ident).await;
+            let mut pinger = client.pinger(req.target, ident).await;
             pinger.timeout(req.timeout);
-            debug!(target: LOG_TARGET, %uplink, seq = req.seq, target = %req.target, "probe sent");
-            let event = match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
-                Ok((IcmpPacket::V4(p), rtt)) if p.get_icmp_type().0 == ECHO_REPLY => {
-                    debug!(target: LOG_TARGET, %uplink, seq = req.seq, rtt_us = rtt.as_micros() as u64, "probe reply");
+            if matches!(req.target, IpAddr::V6(t) if t.is_unicast_link_local()) {
+                pinger.scope_id(scope);
+            }
+            debug!(target: LOG_TARGET, %uplink, %family, seq = req.seq, target = %req.target, "probe sent");
+            let outcome = match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
+                Ok((packet, rtt)) => answer(&packet).map(|()| rtt),
+                Err(SurgeError::Timeout { .. }) => Err("timeout".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            let event = match outcome {
+                Ok(rtt) => {
+                    debug!(target: LOG_TARGET, %uplink, %family, seq = req.seq, rtt_us = rtt.as_micros() as u64, "probe reply");
                     ProbeEvent::Reply {
                         uplink,
+                        family,
                         seq: req.seq,
                         rtt,
                     }
                 }
-                Ok((IcmpPacket::V4(p), _)) => ProbeEvent::Failed {
+                Err(why) => ProbeEvent::Failed {
                     uplink,
+                    family,
                     seq: req.seq,
-                    why: format!(
-                        "ICMP type {} from {} instead of an echo reply",
-                        p.get_icmp_type().0,
-                        p.get_source()
-                    ),
-                },
-                Ok(_) => ProbeEvent::Failed {
-                    uplink,
-                    seq: req.seq,
-                    why: "not an ICMPv4 packet".into(),
-                },
-                Err(SurgeError::Timeout { .. }) => ProbeEvent::Failed {
-                    uplink,
-                    seq: req.seq,
-                    why: "timeout".into(),
-                },
-                Err(e) => ProbeEvent::Failed {
-                    uplink,
-                    seq: req.seq,
-                    why: e.to_string(),
+                    why,
                 },
             };
             let _ = events.send(event);
         });
+    }
+}
+
+/// Ok when the packet handed back is an echo reply (not an error quoting our request).
+fn answer(packet: &IcmpPacket) -> Result<(), String> {
+    let (kind, reply, source): (u8, u8, IpAddr) = match packet {
+        IcmpPacket::V4(p) => (p.get_icmp_type().0, ECHO_REPLY, p.get_source().into()),
+        IcmpPacket::V6(p) => (p.get_icmpv6_type().0, ECHO_REPLY_V6, p.get_source().into()),
+    };
+    if kind == reply {
+        Ok(())
+    } else {
+        Err(format!(
+            "ICMP type {kind} from {source} instead of an echo reply"
+        ))
     }
 }
 

@@ -2,6 +2,7 @@
 //! table and object kind has its own builder module; this one puts them together.
 
 use super::balance;
+use super::family;
 use super::mangle::mangle;
 use super::nat::{filter, jumps, nat};
 use super::routing::{ip_rules, routes};
@@ -9,7 +10,22 @@ use super::sets::sets;
 use super::*;
 use crate::config::{Fallback, PolicyAction};
 
+/// The IPv4 plan, with the IPv6 plan inside when the config has IPv6.
 pub fn build(config: &Config, observed: &Observed) -> Plan {
+    let mut plan = build_family(&family::view(config, Family::Ipv4), Family::Ipv4, observed);
+    if family::has_ipv6(config) {
+        let v6 = build_family(
+            &family::view(config, Family::Ipv6),
+            Family::Ipv6,
+            &observed.of(Family::Ipv6),
+        );
+        plan.v6 = Some(Box::new(v6));
+    }
+    plan
+}
+
+/// One family's plan, from that family's view of the config and its observations.
+fn build_family(config: &Config, family: Family, observed: &Observed) -> Plan {
     let observed_health: Vec<Health> = config
         .uplinks
         .iter()
@@ -20,22 +36,24 @@ pub fn build(config: &Config, observed: &Observed) -> Plan {
     let balance = balance::balance(config, &states);
     let policies = decide_policies(config, &states);
     let forwards = forward::forward_plans(config, observed);
-    let pins = pins::layout(config);
+    let pins = pins::layout(config, family);
     Plan {
+        family,
         marks: config.marks,
         all_down,
         uplinks: uplink_plans(config, observed, &observed_health, &balance),
-        mangle: mangle(config, Family::Ipv4, &balance, &policies, &pins),
-        nat: nat(config, Family::Ipv4, &forwards),
-        filter: filter(config, Family::Ipv4),
-        jumps: jumps(config),
+        mangle: mangle(config, family, observed, &balance, &policies, &pins),
+        nat: nat(config, family, observed, &forwards),
+        filter: filter(config, family),
+        jumps: jumps(config, family),
         ip_rules: ip_rules(config, observed),
         routes: routes(config, observed),
-        sets: sets(config, observed, &pins),
+        sets: sets(config, family, observed, &pins),
         balance,
         policies,
         forwards,
         pins: pins.1,
+        v6: None,
     }
 }
 

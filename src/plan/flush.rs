@@ -5,12 +5,14 @@
 use std::fmt;
 
 use crate::config::Config;
-use crate::health::{Health, Transition};
-use crate::plan::{Balance, Plan};
+use crate::health::{Health, Track, Transition};
+use crate::plan::{Balance, Family, Plan};
 
-/// Delete the conntrack entries whose mark, under `mask`, is `mark`.
+/// Delete the conntrack entries of `family` whose mark, under `mask`, is `mark`. An uplink's
+/// IPv6 failing leaves its IPv4 connections alone, and the other way round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flush {
+    pub family: Family,
     pub mark: u32,
     pub mask: u32,
     /// Whose entries these are, for the log.
@@ -51,24 +53,45 @@ impl fmt::Display for FlushReason {
 /// master may not have moved their connections off.
 pub fn takeover_flushes(
     config: &Config,
-    health: &std::collections::BTreeMap<String, Health>,
+    health: &std::collections::BTreeMap<Track, Health>,
 ) -> Vec<Flush> {
-    config
-        .uplinks
+    health
         .iter()
-        .filter(|u| u.flush_on_down && health.get(&u.name) == Some(&Health::Down))
-        .map(|u| Flush {
-            mark: config.marks.uplink(u.id),
-            mask: config.marks.mask,
-            what: u.name.clone(),
-            reason: FlushReason::HaTakeover {
-                uplink: u.name.clone(),
-            },
+        .filter(|(_, h)| **h == Health::Down)
+        .filter_map(|(track, _)| {
+            let u = config.uplink(&track.uplink).filter(|u| u.flush_on_down)?;
+            Some(Flush {
+                family: track.family,
+                mark: config.marks.uplink(u.id),
+                mask: config.marks.mask,
+                what: track.to_string(),
+                reason: FlushReason::HaTakeover {
+                    uplink: track.to_string(),
+                },
+            })
         })
         .collect()
 }
 
+/// The deletions a change of health calls for, family by family.
 pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transition]) -> Vec<Flush> {
+    Family::ALL
+        .into_iter()
+        .filter_map(|f| Some((f, old.of(f)?, new.of(f)?)))
+        .flat_map(|(f, old, new)| {
+            let ts: Vec<&Transition> = transitions.iter().filter(|t| t.family == f).collect();
+            flushes_in(config, f, old, new, &ts)
+        })
+        .collect()
+}
+
+fn flushes_in(
+    config: &Config,
+    family: Family,
+    old: &Plan,
+    new: &Plan,
+    transitions: &[&Transition],
+) -> Vec<Flush> {
     let mask = config.marks.mask;
     let mut out = Vec::new();
     for t in transitions.iter().filter(|t| t.to == Health::Down) {
@@ -76,11 +99,12 @@ pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transitio
             continue;
         };
         out.push(Flush {
+            family,
             mark: config.marks.uplink(u.id),
             mask,
-            what: u.name.clone(),
+            what: t.track().to_string(),
             reason: FlushReason::Down {
-                uplink: u.name.clone(),
+                uplink: t.track().to_string(),
             },
         });
     }
@@ -91,6 +115,7 @@ pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transitio
         };
         if before.share > 0.0 && after.share == 0.0 && after.health != Health::Down {
             out.push(Flush {
+                family,
                 mark: before.mark,
                 mask,
                 what: u.name.clone(),
@@ -103,6 +128,7 @@ pub fn flushes(config: &Config, old: &Plan, new: &Plan, transitions: &[Transitio
     // Connections refused while everything was down would stay refused.
     if old.balance == Balance::Unreachable && new.balance != Balance::Unreachable {
         out.push(Flush {
+            family,
             mark: config.marks.unreachable(),
             mask,
             what: "unreachable".into(),
@@ -143,6 +169,7 @@ uplinks:
     fn down(name: &str) -> Transition {
         Transition {
             uplink: name.into(),
+            family: Family::Ipv4,
             from: Health::Up,
             to: Health::Down,
             cause: crate::health::Cause::LinkDown,

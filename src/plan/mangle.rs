@@ -12,6 +12,7 @@ use crate::config::{Policy, PortRange, Protocol, SET_THRESHOLD};
 pub(super) fn mangle(
     config: &Config,
     family: Family,
+    observed: &Observed,
     balance: &Balance,
     policies: &[PolicyPlan],
     pins: &(Vec<Layout>, Vec<PinRun>),
@@ -19,13 +20,13 @@ pub(super) fn mangle(
     let mut chains = vec![
         prerouting(config),
         restore(config),
-        lan(config),
+        lan(config, family, observed),
         output(config),
     ];
     if !config.policies.is_empty() {
         chains.push(Chain {
             name: CHAIN_POLICY.into(),
-            rules: policy_rules(config, policies, pins),
+            rules: policy_rules(config, family, policies, pins),
         });
     }
     chains.push(Chain {
@@ -137,7 +138,7 @@ fn ha_takeover_guard(config: &Config) -> Option<Rule> {
 /// LAN ingress: restore the connection's mark; marked packets leave at once; only NEW
 /// connections are decided (a connection that predates multiwan keeps the main table
 /// rather than being moved mid-stream); the decision is saved to the connection.
-fn lan(config: &Config) -> Chain {
+fn lan(config: &Config, family: Family, observed: &Observed) -> Chain {
     let mask = config.marks.mask;
     let unmarked = || Match::Mark {
         value: 0,
@@ -161,7 +162,7 @@ fn lan(config: &Config) -> Chain {
             "multiwan not new",
         ),
         Rule::new(
-            vec![Match::DestinationInSet(CONNECTED_SET.into())],
+            vec![Match::DestinationInSet(connected_set(family))],
             Target::SetMark {
                 value: config.marks.main(),
                 mask,
@@ -170,6 +171,7 @@ fn lan(config: &Config) -> Chain {
         )
         .origin(Origin::Connected),
     ];
+    rules.extend(source_prefix_rules(config, family, observed));
     if !config.policies.is_empty() {
         rules.push(Rule::new(
             vec![unmarked()],
@@ -191,6 +193,40 @@ fn lan(config: &Config) -> Chain {
         name: CHAIN_LAN.into(),
         rules,
     }
+}
+
+/// The set of connected networks of a family (IPv6 also holds link-local and multicast).
+pub(super) fn connected_set(family: Family) -> String {
+    format!("{}connected", family.set_prefix())
+}
+
+/// IPv6 uplinks with `nat6: none`: LAN hosts hold addresses of that ISP's prefix, which
+/// only that ISP routes back, so a connection from it is that uplink's, whatever its
+/// health (the hosts' address selection is what fails over).
+fn source_prefix_rules(config: &Config, family: Family, observed: &Observed) -> Vec<Rule> {
+    if family != Family::Ipv6 {
+        return Vec::new();
+    }
+    config
+        .uplinks
+        .iter()
+        .filter(|u| {
+            u.ipv6
+                .as_ref()
+                .is_some_and(|s| s.nat == crate::config::Nat6::None)
+        })
+        .filter_map(|u| {
+            let prefix = observed.prefix6(u)?;
+            Some(Rule::new(
+                vec![Match::Source(prefix.into())],
+                Target::SetMark {
+                    value: config.marks.uplink(u.id),
+                    mask: config.marks.mask,
+                },
+                format!("multiwan prefix {}", u.name),
+            ))
+        })
+        .collect()
 }
 
 /// What a policy's matching connections get under its current decision.
@@ -218,16 +254,17 @@ fn decision_target(config: &Config, decision: &Decision) -> Target {
 /// The policies in order: each its own rules, or a run of pins as one rule per set.
 fn policy_rules(
     config: &Config,
+    family: Family,
     decisions: &[PolicyPlan],
     (layout, runs): &(Vec<Layout>, Vec<PinRun>),
 ) -> Vec<Rule> {
-    let mut out = renew_rules(config);
+    let mut out = renew_rules(config, family);
     for item in layout {
         match *item {
             Layout::Rules(i) => {
                 let policy = &config.policies[i];
                 let target = decision_target(config, &decisions[i].decision);
-                for matches in policy_matches(config, i, policy) {
+                for matches in policy_matches(config, family, i, policy) {
                     let comment = format!("multiwan policy {}", policy.name);
                     out.push(Rule::new(matches, target.clone(), comment).origin(Origin::Policy(i)));
                 }
@@ -242,19 +279,19 @@ fn policy_rules(
 /// again): the resolver adds an address once and does not renew it on later answers, so
 /// without this a service in use would leave its uplink `timeout` after it was learned.
 /// Only the learned sets a policy uses.
-fn renew_rules(config: &Config) -> Vec<Rule> {
+fn renew_rules(config: &Config, family: Family) -> Vec<Rule> {
     let used = |name: &str| {
         config
             .policies
             .iter()
-            .any(|p| p.matcher.destination_set.as_deref() == Some(name))
+            .any(|p| !p.matcher.never && p.matcher.destination_set.as_deref() == Some(name))
     };
     config
         .sets
         .iter()
         .filter(|s| !s.domains.is_empty() && used(&s.name))
         .map(|s| {
-            let set = super::learned_set(&s.name);
+            let set = super::learned_set(family, &s.name);
             Rule::new(
                 vec![Match::DestinationInSet(set.clone())],
                 Target::RenewInSet(set),
@@ -288,12 +325,12 @@ fn run_rules(config: &Config, decisions: &[PolicyPlan], r: usize, run: &PinRun) 
 
 /// The ipset holding a long source or destination list of policy `index`. A `.` cannot
 /// appear in config set names, so it cannot clash with them.
-pub(super) fn policy_set(index: usize, dir: &str) -> String {
-    format!("{SET_PREFIX}p{index}.{dir}")
+pub(super) fn policy_set(family: Family, index: usize, dir: &str) -> String {
+    format!("{}p{index}.{dir}", family.set_prefix())
 }
 
 /// A policy's networks as rules see them: listed one per rule, or in its ipset.
-fn listed(nets: &[ipnet::Ipv4Net]) -> Vec<Option<ipnet::Ipv4Net>> {
+fn listed(nets: &[ipnet::IpNet]) -> Vec<Option<ipnet::IpNet>> {
     if nets.len() > SET_THRESHOLD {
         vec![None]
     } else {
@@ -303,8 +340,16 @@ fn listed(nets: &[ipnet::Ipv4Net]) -> Vec<Option<ipnet::Ipv4Net>> {
 
 /// One match list per combination of source, destination and port chunk; each also
 /// requires the packet to be undecided, so the first matching policy wins.
-fn policy_matches(config: &Config, index: usize, policy: &Policy) -> Vec<Vec<Match>> {
+fn policy_matches(
+    config: &Config,
+    family: Family,
+    index: usize,
+    policy: &Policy,
+) -> Vec<Vec<Match>> {
     let m = &policy.matcher;
+    if m.never {
+        return Vec::new();
+    }
     // Each axis lists the alternatives for one part of the rule (None: not matched on);
     // a policy is one rule per combination.
     let mut fixed = Vec::new();
@@ -312,13 +357,13 @@ fn policy_matches(config: &Config, index: usize, policy: &Policy) -> Vec<Vec<Mat
         fixed.push(Match::Protocol(m.protocol));
     }
     if m.sources.len() > SET_THRESHOLD {
-        fixed.push(Match::SourceInSet(policy_set(index, "src")));
+        fixed.push(Match::SourceInSet(policy_set(family, index, "src")));
     }
     if m.destinations.len() > SET_THRESHOLD {
-        fixed.push(Match::DestinationInSet(policy_set(index, "dst")));
+        fixed.push(Match::DestinationInSet(policy_set(family, index, "dst")));
     }
     let dest_sets = match &m.destination_set {
-        Some(name) => super::kernel_sets_of(config, name),
+        Some(name) => super::kernel_sets_of(config, family, name),
         None => Vec::new(),
     };
     let axes: [Vec<Option<Match>>; 5] = [

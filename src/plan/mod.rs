@@ -17,13 +17,13 @@ mod sets;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv6Net};
 use serde::{Serialize, Serializer};
 
 pub use balance::{Balance, Member, cascade};
-pub use family::Family;
+pub use family::{Family, has_ipv6, view};
 pub use render::trim_float as render_weight;
 pub use routing::{IpRule, MAIN_TABLE, RouteKind, RoutePlan, RuleAction};
 pub use rules::{Chain, Jump, Match, Origin, Rule, TablePlan, Target};
@@ -53,8 +53,10 @@ pub const WAN_ADDRESSES_SET: &str = "multiwan_wan.addrs";
 pub const LAN_NETWORKS_SET: &str = "multiwan_lan.nets";
 /// Every chain multiwan owns starts with this.
 pub const CHAIN_PREFIX: &str = "MULTIWAN_";
-/// Every ipset multiwan owns starts with this.
-pub const SET_PREFIX: &str = "multiwan_";
+/// Every IPv4 ipset multiwan owns starts with this.
+pub const SET_PREFIX: &str = Family::Ipv4.set_prefix();
+/// Every IPv6 ipset multiwan owns starts with this.
+pub const SET_PREFIX6: &str = Family::Ipv6.set_prefix();
 /// The set of connected networks, which stay with the main table.
 pub const CONNECTED_SET: &str = "multiwan_connected";
 /// Sets multiwan keeps for its own rules, not named by the config.
@@ -96,40 +98,60 @@ impl<T: Serialize> Serialize for Resolved<T> {
 }
 
 /// What is known about the world when planning: uplink health and what the kernel says.
+/// The top level is IPv4; `v6` holds the same for IPv6.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     /// Uplinks not listed have the config's `initial_state`.
     pub health: BTreeMap<String, Health>,
-    /// The IPv4 address of each uplink, by uplink name.
-    pub addresses: BTreeMap<String, Ipv4Addr>,
+    /// The address of each uplink, by uplink name (IPv6: its global address).
+    pub addresses: BTreeMap<String, IpAddr>,
     /// Gateways learned for uplinks with `gateway: auto`, by uplink name.
-    pub gateways: BTreeMap<String, Ipv4Addr>,
+    pub gateways: BTreeMap<String, IpAddr>,
     /// Connected and local networks; None when planning offline.
-    pub connected: Option<Vec<Ipv4Net>>,
+    pub connected: Option<Vec<IpNet>>,
     /// Networks on the LAN interfaces; None when planning offline.
-    pub lan_networks: Option<Vec<Ipv4Net>>,
+    pub lan_networks: Option<Vec<IpNet>>,
     /// Port-forward backends found down: (forward name, backend index).
     pub backends_down: std::collections::BTreeSet<(String, usize)>,
+    /// IPv6: the prefixes a DHCPv6-PD client handed over (`multiwan ipv6 prefix`), by
+    /// uplink name; they override `prefix6`.
+    pub prefixes: BTreeMap<String, Ipv6Net>,
+    /// The same facts for IPv6 (None: nothing known; planning treats it as empty).
+    pub v6: Option<Box<Observed>>,
 }
 
 impl Observed {
     /// The uplink's gateway: the configured one, or the one learned from the kernel. The
-    /// one place that decides it (the plan's routes and the probes' default target).
-    pub fn gateway(&self, u: &Uplink) -> Option<Ipv4Addr> {
+    /// one place that decides it (the plan's routes and the probes' default target). In a
+    /// family's view of the config, `u.gateway` is that family's.
+    pub fn gateway(&self, u: &Uplink) -> Option<IpAddr> {
         match u.gateway {
             Gateway::Static(ip) => Some(ip),
             Gateway::Auto => self.gateways.get(&u.name).copied(),
         }
     }
 
-    pub fn resolved_gateway(&self, u: &Uplink) -> Resolved<Ipv4Addr> {
+    /// The gateway of one family of an uplink, asked of the top level (IPv4) facts: the
+    /// config's for that family, or the one learned in that family.
+    pub fn family_gateway(&self, u: &Uplink, family: Family) -> Option<IpAddr> {
+        let spec = match family {
+            Family::Ipv4 => u.gateway,
+            Family::Ipv6 => u.ipv6.as_ref()?.gateway,
+        };
+        match spec {
+            Gateway::Static(ip) => Some(ip),
+            Gateway::Auto => self.of(family).gateways.get(&u.name).copied(),
+        }
+    }
+
+    pub fn resolved_gateway(&self, u: &Uplink) -> Resolved<IpAddr> {
         match self.gateway(u) {
             Some(ip) => Resolved::Known(ip),
             None => Resolved::Unknown(format!("gateway of {}", u.interface)),
         }
     }
 
-    pub fn address(&self, u: &Uplink) -> Resolved<Ipv4Addr> {
+    pub fn address(&self, u: &Uplink) -> Resolved<IpAddr> {
         match self.addresses.get(&u.name) {
             Some(a) => Resolved::Known(*a),
             None => Resolved::Unknown(format!("address of {}", u.interface)),
@@ -144,6 +166,45 @@ impl Observed {
                 InitialState::Up => Health::Up,
                 InitialState::Down => Health::Down,
             })
+    }
+
+    /// The facts of one family (IPv6 may be unknown: then empty).
+    pub fn of(&self, family: Family) -> std::borrow::Cow<'_, Observed> {
+        match (family, &self.v6) {
+            (Family::Ipv4, _) => std::borrow::Cow::Borrowed(self),
+            (Family::Ipv6, Some(v6)) => std::borrow::Cow::Borrowed(v6),
+            (Family::Ipv6, None) => std::borrow::Cow::Owned(Observed::default()),
+        }
+    }
+
+    /// Sets the health of every family from one map (IPv6 entries go into `v6`).
+    pub fn set_health(&mut self, health: &BTreeMap<crate::health::Track, Health>) {
+        let of = |f: Family| -> BTreeMap<String, Health> {
+            health
+                .iter()
+                .filter(|(t, _)| t.family == f)
+                .map(|(t, h)| (t.uplink.clone(), *h))
+                .collect()
+        };
+        self.health = of(Family::Ipv4);
+        let v6 = of(Family::Ipv6);
+        if !v6.is_empty() || self.v6.is_some() {
+            self.v6_mut().health = v6;
+        }
+    }
+
+    /// The IPv6 facts, created empty when missing (for the agent and the kernel reader).
+    pub fn v6_mut(&mut self) -> &mut Observed {
+        self.v6.get_or_insert_with(Box::default)
+    }
+
+    /// The routed prefix of an uplink's IPv6 side: handed over at run time, else the
+    /// config's `prefix6`.
+    pub fn prefix6(&self, u: &Uplink) -> Option<Ipv6Net> {
+        self.prefixes
+            .get(&u.name)
+            .copied()
+            .or_else(|| u.ipv6.as_ref().and_then(|s| s.prefix))
     }
 }
 
@@ -162,8 +223,8 @@ pub struct UplinkPlan {
     pub effective_weight: f64,
     /// Fraction of balanced new connections it receives.
     pub share: f64,
-    pub address: Resolved<Ipv4Addr>,
-    pub gateway: Resolved<Ipv4Addr>,
+    pub address: Resolved<IpAddr>,
+    pub gateway: Resolved<IpAddr>,
 }
 
 /// What a policy does under the current health.
@@ -198,9 +259,12 @@ pub struct PolicyPlan {
     pub decision: Decision,
 }
 
-/// Everything multiwan wants in the kernel for one config and one health state.
+/// Everything multiwan wants in the kernel for one config and one health state. The top
+/// level is IPv4; `v6` is the IPv6 plan when the config has IPv6 (same builders, same
+/// marks, rule priorities and table numbers, in the other family's tables).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
+    pub family: Family,
     pub marks: MarkLayout,
     /// True when no uplink is up and `when_all_down` decided what happens.
     pub all_down: bool,
@@ -218,6 +282,8 @@ pub struct Plan {
     pub forwards: Vec<ForwardPlan>,
     /// Runs of pins matched through sets (see [`pins`]).
     pub pins: Vec<pins::PinRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v6: Option<Box<Plan>>,
 }
 
 /// Which backends of a port forward receive new connections now.
@@ -239,7 +305,17 @@ impl Plan {
         self.uplinks.iter().find(|u| u.name == name)
     }
 
-    /// Both tables as one `iptables-restore --noflush` input.
+    /// The plan of each family: this one (IPv4), then IPv6 when there is one.
+    pub fn families(&self) -> Vec<&Plan> {
+        std::iter::once(self).chain(self.v6.as_deref()).collect()
+    }
+
+    /// The plan of one family, if planned.
+    pub fn of(&self, family: Family) -> Option<&Plan> {
+        self.families().into_iter().find(|p| p.family == family)
+    }
+
+    /// This family's tables as one `iptables-restore --noflush` input.
     pub fn iptables_restore(&self) -> String {
         self.tables()
             .iter()
@@ -248,14 +324,22 @@ impl Plan {
             .collect()
     }
 
-    /// The iptables tables multiwan manages, in the order they are applied.
+    /// This family's iptables tables, in the order they are applied.
     pub fn tables(&self) -> [&TablePlan; 3] {
         [&self.mangle, &self.nat, &self.filter]
     }
 
-    /// The sets as `ipset restore` input (placeholders become comments).
+    /// Every family's sets as `ipset restore` input (placeholders become comments).
     pub fn ipset_restore(&self) -> String {
-        sets::ipset_restore(&self.sets)
+        self.families()
+            .iter()
+            .map(|p| sets::ipset_restore(&p.sets))
+            .collect()
+    }
+
+    /// Every family's sets.
+    pub fn all_sets(&self) -> Vec<&IpSet> {
+        self.families().iter().flat_map(|p| &p.sets).collect()
     }
 
     /// The whole plan for a person.
@@ -267,7 +351,10 @@ impl Plan {
     /// the policy and balance rules that set each uplink's mark. Such a rule only sees a
     /// connection's first packet. A chain whose counters do not line up with its planned
     /// rules (it is being replaced) is left out.
-    pub fn marked_by_uplink(&self, counters: &BTreeMap<String, Vec<u64>>) -> BTreeMap<String, u64> {
+    pub fn marked_by_uplink(
+        &self,
+        counters: &BTreeMap<(Family, String), Vec<u64>>,
+    ) -> BTreeMap<String, u64> {
         let mut out: BTreeMap<String, u64> =
             self.uplinks.iter().map(|u| (u.name.clone(), 0)).collect();
         let marking = [CHAIN_POLICY, CHAIN_BALANCE];
@@ -278,7 +365,7 @@ impl Plan {
             .filter(|c| marking.contains(&c.name.as_str()))
         {
             let Some(packets) = counters
-                .get(&chain.name)
+                .get(&(self.family, chain.name.clone()))
                 .filter(|p| p.len() == chain.rules.len())
             else {
                 continue;

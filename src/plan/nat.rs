@@ -6,15 +6,24 @@ use super::rules::{Chain, Jump, Match, Rule, TablePlan, Target};
 use super::*;
 use crate::config::Protocol;
 
-pub(super) fn nat(config: &Config, family: Family, forwards: &[ForwardPlan]) -> TablePlan {
-    let mut rules: Vec<Rule> = if config.masquerade {
-        config
+pub(super) fn nat(
+    config: &Config,
+    family: Family,
+    observed: &Observed,
+    forwards: &[ForwardPlan],
+) -> TablePlan {
+    let mut rules: Vec<Rule> = match family {
+        _ if !config.masquerade => Vec::new(),
+        Family::Ipv4 => config
             .uplinks
             .iter()
             .flat_map(|u| uplink_nat(config, u))
-            .collect()
-    } else {
-        Vec::new()
+            .collect(),
+        Family::Ipv6 => config
+            .uplinks
+            .iter()
+            .flat_map(|u| uplink_nat6(config, observed, u))
+            .collect(),
     };
     rules.extend(forward::hairpin_masquerade(config));
     let mut chains = vec![Chain {
@@ -49,12 +58,44 @@ fn uplink_nat(config: &Config, u: &Uplink) -> Vec<Rule> {
     {
         rules.push(Rule::new(
             vec![out(), Match::LocalSource { negated: true }],
-            Target::Snat(shared.addr()),
+            Target::Snat(shared.addr().into()),
             format!("multiwan ha nat {}", u.name),
         ));
     }
     rules.push(Rule::new(vec![out()], Target::Masquerade, comment));
     rules
+}
+
+/// An uplink's IPv6 translation (`nat6`). `npt` maps the LAN prefix onto the uplink's
+/// prefix with NETMAP, which keeps each host's bits: a stable address per ISP. It is done
+/// by conntrack's NAT, not by stateless SNPT/DNPT: those rewrite packets after conntrack has
+/// seen them, so a reply would not match its connection and the connection's mark (its
+/// uplink) would be lost. Until the prefix is known, the uplink masquerades.
+fn uplink_nat6(config: &Config, observed: &Observed, u: &Uplink) -> Vec<Rule> {
+    use crate::config::Nat6;
+    let out = || Match::OutInterface(u.interface.clone());
+    let Some(side) = &u.ipv6 else {
+        return Vec::new();
+    };
+    let masquerade = || {
+        Rule::new(
+            vec![out()],
+            Target::Masquerade,
+            format!("multiwan nat6 {}", u.name),
+        )
+    };
+    match side.nat {
+        Nat6::Masquerade => vec![masquerade()],
+        Nat6::None => Vec::new(),
+        Nat6::Npt => match (config.lan_prefix6, observed.prefix6(u)) {
+            (Some(lan), Some(prefix)) => vec![Rule::new(
+                vec![out(), Match::Source(lan.into())],
+                Target::Netmap(prefix.into()),
+                format!("multiwan npt {}", u.name),
+            )],
+            _ => vec![masquerade()],
+        },
+    }
 }
 
 /// With `when_all_down: unreachable`, connections marked unreachable are refused in
@@ -80,7 +121,7 @@ pub(super) fn filter(config: &Config, family: Family) -> TablePlan {
                 ),
                 Rule::new(
                     vec![mark()],
-                    Target::Reject("icmp-net-unreachable".into()),
+                    Target::Reject(family.unreachable_reply().into()),
                     comment,
                 ),
             ],
@@ -93,7 +134,9 @@ pub(super) fn filter(config: &Config, family: Family) -> TablePlan {
     }
 }
 
-pub(super) fn jumps(config: &Config) -> Vec<Jump> {
+/// The jumps from the built-in chains of one family's view of the config (an IPv6 view has
+/// no port forwards, so no DNAT jump).
+pub(super) fn jumps(config: &Config, _family: Family) -> Vec<Jump> {
     let mut out = vec![
         Jump {
             table: "mangle".into(),

@@ -11,10 +11,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
-use super::SET_PREFIX;
+use super::Family;
 use crate::config::{Config, Fallback, Policy, PolicyAction, Protocol, SET_THRESHOLD};
 
 /// Which address of a connection a run matches.
@@ -41,7 +41,7 @@ pub struct PinGroup {
     pub target: PinTarget,
     /// The policies whose networks it holds, by index, in order.
     pub policies: Vec<usize>,
-    pub networks: Vec<Ipv4Net>,
+    pub networks: Vec<IpNet>,
 }
 
 /// A run of consecutive pin policies kept as set data.
@@ -55,7 +55,7 @@ pub struct PinRun {
 /// How the policies become rules, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layout {
-    /// Policy `index` has rules of its own.
+    /// Policy `index` has rules of its own (none when it cannot match this family).
     Rules(usize),
     /// A run of policies matched through sets (an index into the plan's runs).
     Run(usize),
@@ -85,19 +85,24 @@ fn target_of(p: &Policy) -> PinTarget {
     }
 }
 
-fn networks_of(p: &Policy, side: Side) -> &[Ipv4Net] {
+fn networks_of(p: &Policy, side: Side) -> &[IpNet] {
     match side {
         Side::Source => &p.matcher.sources,
         Side::Destination => &p.matcher.destinations,
     }
 }
 
-/// The layout of the config's policies, and the runs it refers to.
-pub fn layout(config: &Config) -> (Vec<Layout>, Vec<PinRun>) {
+/// The layout of the policies of one family's view of the config, and the runs it refers
+/// to. A policy that cannot match this family is left out (it neither matches nor breaks a
+/// run).
+pub fn layout(config: &Config, family: Family) -> (Vec<Layout>, Vec<PinRun>) {
     let mut out = Vec::new();
     let mut runs = Vec::new();
     let mut current: Option<Builder> = None;
     for (i, p) in config.policies.iter().enumerate() {
+        if p.matcher.never {
+            continue;
+        }
         let Some(side) = pin_side(p) else {
             finish(current.take(), config, &mut out, &mut runs);
             out.push(Layout::Rules(i));
@@ -111,7 +116,7 @@ pub fn layout(config: &Config) -> (Vec<Layout>, Vec<PinRun>) {
             continue;
         }
         finish(current.take(), config, &mut out, &mut runs);
-        let mut b = Builder::new(side, i);
+        let mut b = Builder::new(family, side, i);
         b.try_add(i, &target, nets);
         current = Some(b);
     }
@@ -133,21 +138,31 @@ fn finish(b: Option<Builder>, config: &Config, out: &mut Vec<Layout>, runs: &mut
 
 /// A run being built: its groups, and an index of its networks to find overlaps.
 struct Builder {
+    family: Family,
     side: Side,
     first: usize,
     policies: Vec<usize>,
-    groups: Vec<(PinTarget, Vec<usize>, Vec<Ipv4Net>)>,
+    groups: Vec<(PinTarget, Vec<usize>, Vec<IpNet>)>,
     by_target: HashMap<PinTarget, usize>,
     /// Every network of the run, and the group it is in.
-    nets: HashMap<Ipv4Net, usize>,
+    nets: HashMap<IpNet, usize>,
     /// The same by first address, for the networks inside a given one.
-    starts: BTreeMap<(u32, u8), usize>,
+    starts: BTreeMap<(u128, u8), usize>,
     members: usize,
 }
 
+/// An address as a number (IPv4 in the low 32 bits), for ordering a run's networks.
+fn number(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
+}
+
 impl Builder {
-    fn new(side: Side, first: usize) -> Self {
+    fn new(family: Family, side: Side, first: usize) -> Self {
         Self {
+            family,
             side,
             first,
             policies: Vec::new(),
@@ -161,7 +176,7 @@ impl Builder {
 
     /// Adds policy `index` unless first-match order cannot be kept: a network overlapping
     /// one of an earlier policy with another target needs that target's rule first.
-    fn try_add(&mut self, index: usize, target: &PinTarget, nets: &[Ipv4Net]) -> bool {
+    fn try_add(&mut self, index: usize, target: &PinTarget, nets: &[IpNet]) -> bool {
         let group = self.by_target.get(target).copied();
         if let Some(g) = group {
             let conflict = nets
@@ -185,8 +200,7 @@ impl Builder {
                 continue;
             }
             self.nets.insert(*n, g);
-            self.starts
-                .insert((u32::from(n.network()), n.prefix_len()), g);
+            self.starts.insert((number(n.network()), n.prefix_len()), g);
             self.groups[g].2.push(*n);
             self.members += 1;
         }
@@ -195,17 +209,17 @@ impl Builder {
 
     /// The groups holding a network that overlaps `net`: one containing it (at most one per
     /// prefix length), or one inside it.
-    fn overlapping(&self, net: &Ipv4Net) -> Vec<usize> {
+    fn overlapping(&self, net: &IpNet) -> Vec<usize> {
         let mut out: Vec<usize> = (0..=net.prefix_len())
             .filter_map(|len| {
-                let wider = Ipv4Net::new(net.network(), len).ok()?.trunc();
+                let wider = IpNet::new(net.network(), len).ok()?.trunc();
                 self.nets.get(&wider).copied()
             })
             .collect();
-        let (first, last) = (u32::from(net.network()), u32::from(net.broadcast()));
+        let (first, last) = (number(net.network()), number(net.broadcast()));
         out.extend(
             self.starts
-                .range((first, net.prefix_len())..=(last, 32))
+                .range((first, net.prefix_len())..=(last, net.max_prefix_len()))
                 .map(|(_, g)| *g),
         );
         out
@@ -216,7 +230,7 @@ impl Builder {
             .groups
             .into_iter()
             .map(|(target, policies, networks)| PinGroup {
-                set: set_name(config, self.first, &target),
+                set: set_name(config, self.family, self.first, &target),
                 target,
                 policies,
                 networks,
@@ -231,7 +245,7 @@ impl Builder {
 
 /// `multiwan_r<first policy>.<target>`: `u<id>b`/`u<id>d` (an uplink, fallback balance or
 /// drop) or `m` (main). A `.` cannot appear in config set names, so these cannot clash.
-fn set_name(config: &Config, first: usize, target: &PinTarget) -> String {
+fn set_name(config: &Config, family: Family, first: usize, target: &PinTarget) -> String {
     let what = match target {
         PinTarget::Main => "m".to_string(),
         PinTarget::Uplink { name, fallback } => {
@@ -243,7 +257,7 @@ fn set_name(config: &Config, first: usize, target: &PinTarget) -> String {
             format!("u{id}{f}")
         }
     };
-    format!("{SET_PREFIX}r{first}.{what}")
+    format!("{}r{first}.{what}", family.set_prefix())
 }
 
 #[cfg(test)]
@@ -276,7 +290,7 @@ mod tests {
     #[test]
     fn many_single_host_pins_become_one_set_per_uplink() {
         let c = config(&pins(1000, |i| if i % 2 == 0 { "a" } else { "b" }));
-        let (placed, runs) = super::layout(&c);
+        let (placed, runs) = super::layout(&c, Family::Ipv4);
         assert_eq!(placed, vec![Layout::Run(0)]);
         let names: Vec<&str> = runs[0].groups.iter().map(|g| g.set.as_str()).collect();
         assert_eq!(names, ["multiwan_r0.u1b", "multiwan_r0.u2b"]);
@@ -289,7 +303,7 @@ mod tests {
             "  - {name: one, match: {source: 10.0.0.50}, uplink: a}\n  - {name: web, match: {protocol: tcp, destination_ports: 443}, uplink: b}\n",
         );
         assert_eq!(
-            super::layout(&c).0,
+            super::layout(&c, Family::Ipv4).0,
             vec![Layout::Rules(0), Layout::Rules(1)]
         );
     }
@@ -302,7 +316,7 @@ mod tests {
             0,
             "  - {name: net, match: {source: 10.1.0.0/24}, uplink: a}\n",
         );
-        let (placed, runs) = super::layout(&config(&text));
+        let (placed, runs) = super::layout(&config(&text), Family::Ipv4);
         assert_eq!(placed, vec![Layout::Run(0)]);
         assert_eq!(
             runs[0].groups[0].target,
@@ -320,7 +334,7 @@ mod tests {
         );
         text.push_str("  - {name: late, match: {source: 10.1.0.3}, uplink: a}\n");
         text.push_str("  - {name: x, match: {source: 10.9.0.0/16}, uplink: b}\n");
-        let (placed, runs) = super::layout(&config(&text));
+        let (placed, runs) = super::layout(&config(&text), Family::Ipv4);
         assert_eq!(
             placed,
             vec![Layout::Run(0), Layout::Rules(6), Layout::Rules(7)],
@@ -334,7 +348,7 @@ mod tests {
         let mut text = pins(5, |_| "a");
         text.push_str("  - {name: d1, match: {source: 10.2.0.1}, uplink: a, fallback: drop}\n");
         text.push_str("  - {name: dst, match: {destination: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4, 192.0.2.5]}, action: main}\n");
-        let (placed, runs) = super::layout(&config(&text));
+        let (placed, runs) = super::layout(&config(&text), Family::Ipv4);
         assert_eq!(placed, vec![Layout::Run(0), Layout::Run(1)]);
         let names: Vec<&str> = runs[0].groups.iter().map(|g| g.set.as_str()).collect();
         assert_eq!(names, ["multiwan_r0.u1b", "multiwan_r0.u1d"]);

@@ -5,20 +5,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::learned_set;
+use super::{Family, has_ipv6, learned_set};
 use crate::config::Config;
 
 /// The `ipset=` lines for dnsmasq, one per domain (a domain in several sets names them
-/// all: dnsmasq uses only one line per domain). Domains and set names were checked by
-/// the config, so nothing else can reach dnsmasq's config.
+/// all: dnsmasq uses only one line per domain). With IPv6, each set is named twice: its
+/// IPv4 set for A answers, its IPv6 set for AAAA ones (dnsmasq puts each address only in
+/// sets of its family). Domains and set names were checked by the config, so nothing else
+/// can reach dnsmasq's config.
 pub fn dnsmasq(config: &Config, source: &str) -> String {
+    let families: &[Family] = if has_ipv6(config) {
+        &Family::ALL
+    } else {
+        &[Family::Ipv4]
+    };
     let mut sets_of: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for set in &config.sets {
         for domain in &set.domains {
-            sets_of
-                .entry(domain.as_str())
-                .or_default()
-                .insert(learned_set(&set.name));
+            for f in families {
+                sets_of
+                    .entry(domain.as_str())
+                    .or_default()
+                    .insert(learned_set(*f, &set.name));
+            }
         }
     }
     let mut out = format!(

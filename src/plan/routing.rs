@@ -2,7 +2,7 @@
 //! builders that make them from the config.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ pub const UNREACHABLE_METRIC: u32 = 4_000_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IpRule {
     pub priority: u32,
-    pub from: Option<Resolved<Ipv4Addr>>,
+    pub from: Option<Resolved<IpAddr>>,
     pub fwmark: Option<(u32, u32)>,
     pub action: RuleAction,
 }
@@ -76,7 +76,7 @@ pub struct RoutePlan {
 pub enum RouteKind {
     /// `default via GATEWAY dev INTERFACE`
     Default {
-        gateway: Resolved<Ipv4Addr>,
+        gateway: Resolved<IpAddr>,
         interface: String,
     },
     /// `unreachable default`

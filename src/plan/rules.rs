@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::config::{PortRange, Protocol};
@@ -13,8 +13,8 @@ use crate::config::{PortRange, Protocol};
 pub enum Match {
     InInterface(String),
     OutInterface(String),
-    Source(Ipv4Net),
-    Destination(Ipv4Net),
+    Source(IpNet),
+    Destination(IpNet),
     Protocol(Protocol),
     SourcePorts(Vec<PortRange>),
     DestinationPorts(Vec<PortRange>),
@@ -70,11 +70,13 @@ pub enum Target {
     },
     Masquerade,
     /// `-j SNAT --to-source ADDRESS`
-    Snat(std::net::Ipv4Addr),
+    Snat(std::net::IpAddr),
     /// `-j DNAT --to-destination ADDRESS[:PORT]`
     Dnat(String),
     /// `-j REJECT --reject-with KIND`
     Reject(String),
+    /// `-j NETMAP --to PREFIX`: the source prefix swapped, host bits kept (IPv6 npt).
+    Netmap(IpNet),
     /// `-j SET --add-set NAME dst --exist`: (re)adds the destination with the set's
     /// timeout, so an address in use does not age out.
     RenewInSet(String),
@@ -167,7 +169,7 @@ impl TablePlan {
         }
         for chain in chains {
             for rule in &chain.rules {
-                let _ = writeln!(out, "-A {} {}", chain.name, rule_spec(rule));
+                let _ = writeln!(out, "-A {} {}", chain.name, rule_spec(rule, self.family));
             }
         }
         out.push_str("COMMIT\n");
@@ -175,8 +177,8 @@ impl TablePlan {
     }
 }
 
-/// The rule's arguments after `-A CHAIN`.
-pub fn rule_spec(rule: &Rule) -> String {
+/// The rule's arguments after `-A CHAIN`, in a table of `family`.
+pub fn rule_spec(rule: &Rule, family: super::Family) -> String {
     let mut parts: Vec<String> = Vec::new();
     let protocol = rule.matches.iter().find_map(|m| match m {
         Match::Protocol(p) => Some(*p),
@@ -195,7 +197,7 @@ pub fn rule_spec(rule: &Rule) -> String {
     let mut matches: Vec<&Match> = rule.matches.iter().collect();
     matches.sort_by_key(|m| rank(m));
     for m in matches {
-        parts.push(match_text(m, protocol));
+        parts.push(match_text(m, protocol, family));
     }
     if !rule.comment.is_empty() {
         parts.push(format!("-m comment --comment \"{}\"", rule.comment));
@@ -205,7 +207,7 @@ pub fn rule_spec(rule: &Rule) -> String {
     parts.join(" ")
 }
 
-fn match_text(m: &Match, protocol: Option<Protocol>) -> String {
+fn match_text(m: &Match, protocol: Option<Protocol>, family: super::Family) -> String {
     let proto = protocol.map_or("tcp", Protocol::name);
     match m {
         Match::InInterface(i) => format!("-i {i}"),
@@ -213,6 +215,7 @@ fn match_text(m: &Match, protocol: Option<Protocol>) -> String {
         Match::Source(n) => format!("-s {n}"),
         Match::Destination(n) => format!("-d {n}"),
         Match::Protocol(Protocol::All) => String::new(),
+        Match::Protocol(Protocol::Icmp) => format!("-p {}", family.icmp()),
         Match::Protocol(p) => format!("-p {}", p.name()),
         Match::SourcePorts(ports) => ports_text(proto, "sport", ports),
         Match::DestinationPorts(ports) => ports_text(proto, "dport", ports),
@@ -284,6 +287,7 @@ fn target_text(t: &Target) -> String {
         Target::Dnat(to) => format!("-j DNAT --to-destination {to}"),
         Target::Reject(with) => format!("-j REJECT --reject-with {with}"),
         Target::RenewInSet(set) => format!("-j SET --add-set {set} dst --exist"),
+        Target::Netmap(to) => format!("-j NETMAP --to {to}"),
     }
 }
 
@@ -315,7 +319,7 @@ mod tests {
             "policy gaming",
         );
         assert_eq!(
-            rule_spec(&rule),
+            rule_spec(&rule, crate::plan::Family::Ipv4),
             "-s 10.0.0.50/32 -p udp -m multiport --dports 27015:27030,3074 -m mark --mark 0x0/0xff00 \
              -m comment --comment \"policy gaming\" -j MARK --set-xmark 0x100/0xff00"
         );
@@ -331,7 +335,10 @@ mod tests {
             Target::Return,
             "",
         );
-        assert_eq!(rule_spec(&rule), "-p tcp -m tcp --dport 80 -j RETURN");
+        assert_eq!(
+            rule_spec(&rule, crate::plan::Family::Ipv4),
+            "-p tcp -m tcp --dport 80 -j RETURN"
+        );
     }
 
     #[test]

@@ -14,19 +14,19 @@ use crate::config::SET_THRESHOLD;
 pub struct IpSet {
     pub name: String,
     pub family: Family,
-    /// Its members: all of them multiwan's (a learned set has none of ours).
-    pub networks: Resolved<Vec<Ipv4Net>>,
+    /// Its members, of its family: all of them multiwan's (a learned set has none of ours).
+    pub networks: Resolved<Vec<IpNet>>,
     /// For a set a resolver fills (`<set>.dns`): the seconds an address stays. multiwan
     /// creates it with that `timeout` and never adds or removes a member.
     pub learned_timeout: Option<u32>,
 }
 
 impl IpSet {
-    /// An IPv4 set whose every member is multiwan's.
-    pub fn fixed(name: impl Into<String>, networks: Resolved<Vec<Ipv4Net>>) -> Self {
+    /// A set whose every member is multiwan's.
+    pub fn fixed(family: Family, name: impl Into<String>, networks: Resolved<Vec<IpNet>>) -> Self {
         Self {
             name: name.into(),
-            family: Family::Ipv4,
+            family,
             networks,
             learned_timeout: None,
         }
@@ -45,25 +45,31 @@ impl IpSet {
     }
 }
 
-/// The set a resolver fills for config set `name`: its addresses age out, so they live
-/// apart from the config's members, which multiwan keeps exact. `multiwan_` + 18 + `.dns`
-/// fits ipset's 31 characters.
-pub fn learned_set(name: &str) -> String {
-    format!("{SET_PREFIX}{name}.dns")
+/// The kernel set of config set `name` in `family`.
+pub fn config_set(family: Family, name: &str) -> String {
+    format!("{}{name}", family.set_prefix())
 }
 
-/// The kernel sets a policy's `destination_set: name` matches: the config's members (when
-/// there are any or nothing else) and the learned addresses (when it has domains).
-pub fn kernel_sets_of(config: &Config, name: &str) -> Vec<String> {
+/// The set a resolver fills for config set `name`: its addresses age out, so they live
+/// apart from the config's members, which multiwan keeps exact. `multiwan6_` + 17 + `.dns`
+/// fits ipset's 31 characters.
+pub fn learned_set(family: Family, name: &str) -> String {
+    format!("{}{name}.dns", family.set_prefix())
+}
+
+/// The kernel sets a policy's `destination_set: name` matches in a family's view: the
+/// config's members (when there are any or nothing else) and the learned addresses (when
+/// it has domains).
+pub fn kernel_sets_of(config: &Config, family: Family, name: &str) -> Vec<String> {
     let Some(set) = config.sets.iter().find(|s| s.name == name) else {
-        return vec![format!("{SET_PREFIX}{name}")];
+        return vec![config_set(family, name)];
     };
     let mut out = Vec::new();
     if !set.networks.is_empty() || set.domains.is_empty() {
-        out.push(format!("{SET_PREFIX}{name}"));
+        out.push(config_set(family, name));
     }
     if !set.domains.is_empty() {
-        out.push(learned_set(name));
+        out.push(learned_set(family, name));
     }
     out
 }
@@ -87,32 +93,54 @@ pub fn ipset_restore(sets: &[IpSet]) -> String {
     out
 }
 
+/// Link-local and multicast: never routed by an uplink, so in the IPv6 connected set.
+const IPV6_LOCAL: [&str; 2] = ["fe80::/10", "ff00::/8"];
+
 pub(super) fn sets(
     config: &Config,
+    family: Family,
     observed: &Observed,
     (layout, runs): &(Vec<Layout>, Vec<PinRun>),
 ) -> Vec<IpSet> {
+    let connected = match &observed.connected {
+        Some(nets) => {
+            let mut nets = nets.clone();
+            if family == Family::Ipv6 {
+                nets.extend(
+                    IPV6_LOCAL
+                        .iter()
+                        .map(|n| n.parse::<IpNet>().expect("valid")),
+                );
+            }
+            Resolved::Known(nets)
+        }
+        None => Resolved::Unknown("connected networks, read from the kernel".into()),
+    };
     let mut out = vec![IpSet::fixed(
-        CONNECTED_SET,
-        match &observed.connected {
-            Some(nets) => Resolved::Known(nets.clone()),
-            None => Resolved::Unknown("connected networks, read from the kernel".into()),
-        },
+        family,
+        super::mangle::connected_set(family),
+        connected,
     )];
     for s in &config.sets {
         out.push(IpSet::fixed(
-            format!("{SET_PREFIX}{}", s.name),
+            family,
+            config_set(family, &s.name),
             Resolved::Known(s.networks.clone()),
         ));
         if let Some(t) = s.timeout.filter(|_| !s.domains.is_empty()) {
             out.push(IpSet {
                 learned_timeout: Some(u32::try_from(t.as_secs()).unwrap_or(u32::MAX)),
-                ..IpSet::fixed(learned_set(&s.name), Resolved::Known(Vec::new()))
+                ..IpSet::fixed(
+                    family,
+                    learned_set(family, &s.name),
+                    Resolved::Known(Vec::new()),
+                )
             });
         }
     }
     for group in runs.iter().flat_map(|r| &r.groups) {
         out.push(IpSet::fixed(
+            family,
             group.set.clone(),
             Resolved::Known(group.networks.clone()),
         ));
@@ -128,9 +156,10 @@ pub(super) fn sets(
             ("src", &p.matcher.sources),
             ("dst", &p.matcher.destinations),
         ] {
-            if nets.len() > SET_THRESHOLD {
+            if nets.len() > SET_THRESHOLD && !p.matcher.never {
                 out.push(IpSet::fixed(
-                    policy_set(i, dir),
+                    family,
+                    policy_set(family, i, dir),
                     Resolved::Known(nets.clone()),
                 ));
             }
@@ -143,21 +172,17 @@ pub(super) fn sets(
             .ha
             .iter()
             .flat_map(|ha| ha.uplink_addresses.values())
-            .map(|a| ipnet::Ipv4Net::from(a.addr()));
-        let addresses: Option<Vec<ipnet::Ipv4Net>> = observed.connected.as_ref().map(|_| {
+            .map(|a| IpNet::from(std::net::IpAddr::V4(a.addr())));
+        let addresses: Option<Vec<IpNet>> = observed.connected.as_ref().map(|_| {
             config
                 .uplinks
                 .iter()
-                .filter_map(|u| {
-                    observed
-                        .addresses
-                        .get(&u.name)
-                        .map(|a| ipnet::Ipv4Net::from(*a))
-                })
+                .filter_map(|u| observed.addresses.get(&u.name).map(|a| IpNet::from(*a)))
                 .chain(shared)
                 .collect()
         });
         out.push(IpSet::fixed(
+            family,
             WAN_ADDRESSES_SET,
             match addresses {
                 Some(a) => Resolved::Known(a),
@@ -165,6 +190,7 @@ pub(super) fn sets(
             },
         ));
         out.push(IpSet::fixed(
+            family,
             LAN_NETWORKS_SET,
             match &observed.lan_networks {
                 Some(n) => Resolved::Known(n.clone()),

@@ -35,7 +35,7 @@ pub(super) fn inferred_role(config: &crate::config::Config, view: &KernelView) -
 fn holds_addresses(ha: &crate::config::Ha, view: &KernelView) -> bool {
     ha.lan_addresses
         .first()
-        .is_some_and(|a| view.local.contains(&a.addr()))
+        .is_some_and(|a| view.local.contains(&std::net::IpAddr::V4(a.addr())))
 }
 
 impl Agent {
@@ -114,7 +114,7 @@ impl Agent {
     /// A new master may have taken over connections the old one had not moved off an
     /// uplink this node knows is down: the kernel actor deletes them.
     fn flush_down_uplinks(&self) {
-        let flushes = takeover_flushes(&self.config, &self.health());
+        let flushes = takeover_flushes(&self.config, &self.all_health());
         if flushes.is_empty() {
             return;
         }

@@ -87,7 +87,12 @@ impl Agent {
             .iter()
             .filter(|u| u.interface == interface)
         {
-            if let Some(m) = self.monitors.get_mut(&u.name) {
+            for m in self
+                .monitors
+                .iter_mut()
+                .filter(|(t, _)| t.uplink == u.name)
+                .map(|(_, m)| m)
+            {
                 self.pending.extend(m.on_link(up, now));
             }
         }

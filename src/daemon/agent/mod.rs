@@ -25,7 +25,7 @@ use crate::config::{Config, ConfigError, InitialState};
 use crate::control::{self, Request};
 use crate::daemon::metrics::{self, Metrics};
 use crate::health::backend::{BackendMonitor, BackendTransition};
-use crate::health::{Health, Monitor, Transition};
+use crate::health::{Family, Health, Monitor, Track, Transition};
 use crate::kernel::actor::{ActorError, Desired, Kernel, Purpose, Report};
 use crate::kernel::events;
 use crate::kernel::probe::{ProbeEvent, Prober};
@@ -148,8 +148,8 @@ struct Agent {
     view: KernelView,
     /// The plan for what the agent knows now (see `replan`): what status shows.
     plan: Plan,
-    monitors: BTreeMap<String, Monitor>,
-    probers: BTreeMap<String, Prober>,
+    monitors: BTreeMap<Track, Monitor>,
+    probers: BTreeMap<Track, Prober>,
     /// Last known usable state of each uplink interface.
     links: HashMap<String, bool>,
     probe_tx: UnboundedSender<ProbeEvent>,
@@ -160,10 +160,10 @@ struct Agent {
     ident: u16,
     metrics: Arc<Metrics>,
     started: SystemTime,
-    /// When each uplink entered its current state.
-    since: BTreeMap<String, SystemTime>,
-    /// Each uplink's last transition and when it happened.
-    last: BTreeMap<String, (Transition, SystemTime)>,
+    /// When each family of each uplink entered its current state.
+    since: BTreeMap<Track, SystemTime>,
+    /// Each family's last transition and when it happened.
+    last: BTreeMap<Track, (Transition, SystemTime)>,
     backends: BTreeMap<(String, usize), BackendMonitor>,
     backends_down: BTreeSet<(String, usize)>,
     backend_changes: Vec<BackendTransition>,
@@ -209,7 +209,11 @@ impl Agent {
         desired.health = config
             .uplinks
             .iter()
-            .map(|u| (u.name.clone(), initial))
+            .flat_map(|u| {
+                let v6 = u.ipv6.as_ref().map(|_| Track::new(&u.name, Family::Ipv6));
+                std::iter::once(Track::new(&u.name, Family::Ipv4)).chain(v6)
+            })
+            .map(|t| (t, initial))
             .collect();
         kernel.install(desired);
         let mut first = reports.recv().await.ok_or(ActorError::Gone)?;
@@ -297,16 +301,19 @@ impl Agent {
             self.resync_at = None;
             self.next_reconcile = now + RECONCILE_EVERY;
         }
-        for u in &self.plan.uplinks {
-            let stats = self.monitors.get(&u.name).map(Monitor::stats);
-            self.metrics.update_uplink(u, stats.as_ref());
+        for plan in self.plan.families() {
+            for u in &plan.uplinks {
+                let track = Track::new(&u.name, plan.family);
+                let stats = self.monitors.get(&track).map(Monitor::stats);
+                self.metrics.update_uplink(plan.family, u, stats.as_ref());
+            }
         }
     }
 
     /// What the kernel should hold now.
     fn desired(&self, purpose: Purpose) -> Desired {
         let mut d = Desired::new(self.config.clone(), purpose);
-        d.health = self.health();
+        d.health = self.all_health();
         d.backends_down = self.backends_down.clone();
         d
     }
@@ -348,9 +355,9 @@ impl Agent {
     /// Puts the state that follows from the config in line with it: probe sockets,
     /// monitors, links, backends, the plan, the HA role.
     fn adopt_config(&mut self) {
-        let states = self.health();
-        self.probers
-            .retain(|name, _| self.config.uplink(name).is_some());
+        let states = self.all_health();
+        let tracks = self.tracks();
+        self.probers.retain(|track, _| tracks.contains(track));
         self.rebuild_monitors(&states, self.initial());
         self.links
             .retain(|i, _| self.config.uplinks.iter().any(|u| &u.interface == i));

@@ -1,6 +1,6 @@
-//! Probing: one health machine per uplink, one probe socket per uplink, and the results
-//! fed back. Rounds are started by the machines' own timers; nothing here waits for the
-//! kernel.
+//! Probing: one health machine per family of each uplink, one probe socket per family of
+//! each uplink, and the results fed back. Rounds are started by the machines' own timers;
+//! nothing here waits for the kernel.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -8,15 +8,20 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::Agent;
-use crate::health::{Health, Monitor, Settings};
+use crate::health::{Family, Health, Monitor, Settings, Track};
 use crate::kernel::probe::{LOG_TARGET, ProbeEvent, Prober};
 
 impl Agent {
     pub(super) fn on_probe(&mut self, ev: ProbeEvent) {
         let now = Instant::now();
         match ev {
-            ProbeEvent::Reply { uplink, seq, rtt } => {
-                if let Some(m) = self.monitors.get_mut(&uplink) {
+            ProbeEvent::Reply {
+                uplink,
+                family,
+                seq,
+                rtt,
+            } => {
+                if let Some(m) = self.monitors.get_mut(&Track::new(&uplink, family)) {
                     self.pending.extend(m.on_reply(seq, rtt, now));
                 }
             }
@@ -26,9 +31,14 @@ impl Agent {
                 ok,
                 why,
             } => self.on_backend(&forward, index, ok, &why),
-            ProbeEvent::Failed { uplink, seq, why } => {
-                debug!(target: LOG_TARGET, %uplink, seq, %why, "probe failed");
-                if let Some(m) = self.monitors.get_mut(&uplink) {
+            ProbeEvent::Failed {
+                uplink,
+                family,
+                seq,
+                why,
+            } => {
+                debug!(target: LOG_TARGET, %uplink, %family, seq, %why, "probe failed");
+                if let Some(m) = self.monitors.get_mut(&Track::new(&uplink, family)) {
                     self.pending.extend(m.on_failure(seq, now));
                 }
             }
@@ -36,25 +46,25 @@ impl Agent {
     }
 
     pub(super) fn send_probes(&mut self, now: Instant) {
-        let names: Vec<String> = self.monitors.keys().cloned().collect();
-        for name in names {
+        let tracks: Vec<Track> = self.monitors.keys().cloned().collect();
+        for track in tracks {
             let requests = self
                 .monitors
-                .get_mut(&name)
+                .get_mut(&track)
                 .expect("listed")
                 .due_probes(now);
             if requests.is_empty() {
                 continue;
             }
             let tx = self.probe_tx.clone();
-            match self.prober(&name) {
+            match self.prober(&track) {
                 Some(p) => {
                     for r in requests {
-                        p.send(&name, r, tx.clone());
+                        p.send(&track.uplink, r, tx.clone());
                     }
                 }
                 None => {
-                    let m = self.monitors.get_mut(&name).expect("listed");
+                    let m = self.monitors.get_mut(&track).expect("listed");
                     for r in requests {
                         self.pending.extend(m.on_failure(r.seq, now));
                     }
@@ -63,68 +73,99 @@ impl Agent {
         }
     }
 
-    /// The probe socket of an uplink, (re)made when its interface or address changed.
-    fn prober(&mut self, name: &str) -> Option<&Prober> {
-        let u = self.config.uplink(name)?;
-        let source = *self.observed.addresses.get(name)?;
+    /// The probe socket of one family of an uplink, (re)made when its interface or address
+    /// changed.
+    fn prober(&mut self, track: &Track) -> Option<&Prober> {
+        let u = self.config.uplink(&track.uplink)?;
+        let source = *self
+            .observed
+            .of(track.family)
+            .addresses
+            .get(&track.uplink)?;
+        let index = *self.view.links.get(&u.interface)?;
         let mark = self.config.marks.uplink(u.id);
         let current = self
             .probers
-            .get(name)
+            .get(track)
             .is_some_and(|p| p.interface == u.interface && p.source == source && p.mark == mark);
         if !current {
             let ident = self.ident.wrapping_add(u.id as u16);
-            match Prober::new(&u.interface, source, ident, mark) {
+            match Prober::new(&u.interface, index, source, ident, mark) {
                 Ok(p) => {
-                    self.probers.insert(name.to_string(), p);
+                    self.probers.insert(track.clone(), p);
                 }
                 Err(e) => {
-                    warn!(uplink = name, interface = %u.interface, error = %e, "cannot open the probe socket");
-                    self.probers.remove(name);
+                    warn!(uplink = %track.uplink, family = %track.family, interface = %u.interface, error = %e, "cannot open the probe socket");
+                    self.probers.remove(track);
                     return None;
                 }
             }
         }
-        self.probers.get(name)
+        self.probers.get(track)
     }
 
-    /// Every uplink's state. One with nothing to probe (gateway not learned yet) cannot
-    /// carry traffic.
-    pub(super) fn health(&self) -> BTreeMap<String, Health> {
-        self.config
-            .uplinks
-            .iter()
-            .map(|u| {
-                let state = self
-                    .monitors
-                    .get(&u.name)
-                    .map_or(Health::Down, Monitor::state);
-                (u.name.clone(), state)
+    /// Every uplink's state in one family (the uplinks that carry it). One with nothing to
+    /// probe (gateway not learned yet) cannot carry traffic.
+    pub(super) fn health(&self, family: Family) -> BTreeMap<String, Health> {
+        self.tracks()
+            .into_iter()
+            .filter(|t| t.family == family)
+            .map(|t| {
+                let state = self.monitors.get(&t).map_or(Health::Down, Monitor::state);
+                (t.uplink, state)
             })
             .collect()
     }
 
-    /// Makes one monitor per uplink that has something to probe, keeping existing monitors
-    /// whose settings did not change (and the state of those that did).
-    pub(super) fn rebuild_monitors(&mut self, states: &BTreeMap<String, Health>, initial: Health) {
+    /// The state of every family of every uplink.
+    pub(super) fn all_health(&self) -> BTreeMap<Track, Health> {
+        self.tracks()
+            .into_iter()
+            .map(|t| {
+                let state = self.monitors.get(&t).map_or(Health::Down, Monitor::state);
+                (t, state)
+            })
+            .collect()
+    }
+
+    /// Each family of each uplink: IPv4 always, IPv6 when the uplink has `gateway6`.
+    pub(super) fn tracks(&self) -> Vec<Track> {
+        self.config
+            .uplinks
+            .iter()
+            .flat_map(|u| {
+                let v6 = u.ipv6.as_ref().map(|_| Track::new(&u.name, Family::Ipv6));
+                std::iter::once(Track::new(&u.name, Family::Ipv4)).chain(v6)
+            })
+            .collect()
+    }
+
+    /// Makes one monitor per family of each uplink that has something to probe, keeping
+    /// existing monitors whose settings did not change (and the state of those that did).
+    pub(super) fn rebuild_monitors(&mut self, states: &BTreeMap<Track, Health>, initial: Health) {
         let now = Instant::now();
         let mut old = std::mem::take(&mut self.monitors);
-        for u in self.config.uplinks.iter() {
-            let Some(settings) = Settings::for_uplink(u, self.observed.gateway(u)) else {
-                warn!(uplink = %u.name, "nothing to probe yet (gateway not learned): treated as down");
+        for track in self.tracks() {
+            let u = self
+                .config
+                .uplink(&track.uplink)
+                .expect("a track is an uplink's");
+            let gateway = self.observed.family_gateway(u, track.family);
+            let Some(settings) = Settings::for_uplink(u, track.family, gateway) else {
+                warn!(uplink = %track.uplink, family = %track.family, "nothing to probe yet (gateway not learned): treated as down");
                 continue;
             };
-            let monitor = match old.remove(&u.name) {
+            let monitor = match old.remove(&track) {
                 Some(m) if m.settings() == &settings => m,
                 m => {
                     let state = m
                         .map(|m| m.state())
-                        .or(states.get(&u.name).copied())
+                        .or(states.get(&track).copied())
                         .unwrap_or(initial);
-                    Monitor::new(&u.name, settings, state, now)
+                    Monitor::new(&track.uplink, settings, state, now)
                 }
             };
-            self.monitors.insert(u.name.clone(), monitor);
+            self.monitors.insert(track, monitor);
         }
     }
 }

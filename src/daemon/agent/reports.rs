@@ -45,11 +45,11 @@ impl Agent {
     /// Records a transition for status, metrics and hooks (hooks run in the background).
     fn announce(&mut self, t: &Transition) {
         let now = SystemTime::now();
-        self.since.insert(t.uplink.clone(), now);
-        self.last.insert(t.uplink.clone(), (t.clone(), now));
+        self.since.insert(t.track(), now);
+        self.last.insert(t.track(), (t.clone(), now));
         self.metrics.transition(t);
         let active: Vec<String> = self
-            .health()
+            .health(t.family)
             .into_iter()
             .filter(|(_, h)| *h != Health::Down)
             .map(|(n, _)| n)
@@ -69,7 +69,10 @@ impl Agent {
             warn!("{line}");
         }
         if let (Some(plan), Some(counters)) = (&report.plan, &report.counters) {
-            self.metrics.set_marked(&plan.marked_by_uplink(counters));
+            for fp in plan.families() {
+                self.metrics
+                    .set_marked(fp.family, &fp.marked_by_uplink(counters));
+            }
         }
         if let Some(counts) = report.set_counts.take() {
             self.metrics.set_members(&self.set_counts, &counts);
@@ -94,11 +97,17 @@ impl Agent {
             self.end_hold(Some(report.started), Instant::now());
         }
         if let Some((observed, view)) = report.observed.take() {
-            let gateways_changed = observed.gateways != self.observed.gateways;
+            let gateways = |o: &crate::plan::Observed| {
+                (
+                    o.gateways.clone(),
+                    o.v6.as_ref().map(|v6| v6.gateways.clone()),
+                )
+            };
+            let gateways_changed = gateways(&observed) != gateways(&self.observed);
             self.observed = observed;
             self.view = view;
             if gateways_changed {
-                let states = self.health();
+                let states = self.all_health();
                 self.rebuild_monitors(&states, self.initial());
             }
             self.sync_links(Instant::now());
@@ -123,7 +132,7 @@ impl Agent {
     /// what status and metrics show, the same value the actor installs.
     pub(super) fn replan(&mut self) {
         let mut observed = self.observed.clone();
-        observed.health = self.health();
+        observed.set_health(&self.all_health());
         observed.backends_down = self.backends_down.clone();
         self.plan = Plan::build(&self.config, &observed);
     }

@@ -5,8 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Agent;
 use crate::control::proto::{
-    LastTransition, PolicyStatus, ReloadStatus, SetStatus, Status, UplinkStatus,
+    FamilyStatus, LastTransition, PolicyStatus, ReloadStatus, SetStatus, Status, UplinkStatus,
 };
+use crate::health::{Family, Track};
+use crate::plan::UplinkPlan;
 
 /// How the last reload went, for status.
 #[derive(Debug, Clone)]
@@ -49,40 +51,66 @@ fn ms(d: Option<std::time::Duration>) -> Option<f64> {
 }
 
 impl Agent {
+    /// One family of one uplink, as status shows it.
+    fn family_status(&self, u: &UplinkPlan, family: Family) -> FamilyStatus {
+        let track = Track::new(&u.name, family);
+        let monitor = self.monitors.get(&track);
+        let stats = monitor.map(|m| m.stats());
+        let health = monitor.map_or(crate::health::Health::Down, |m| m.state());
+        FamilyStatus {
+            state: health.to_string(),
+            since_unix: unix(*self.since.get(&track).unwrap_or(&self.started)),
+            effective_weight: u.effective_weight,
+            share_percent: u.share * 100.0,
+            rtt_ms: stats.as_ref().and_then(|s| ms(s.rtt)),
+            jitter_ms: stats.as_ref().and_then(|s| ms(s.jitter)),
+            loss_percent: stats.as_ref().map_or(0.0, |s| s.loss * 100.0),
+            probes_sent: stats.as_ref().map_or(0, |s| s.sent),
+            probes_lost: stats.as_ref().map_or(0, |s| s.lost),
+            probes_late: stats.as_ref().map_or(0, |s| s.late),
+            last_transition: self.last.get(&track).map(|(t, at)| LastTransition {
+                from: t.from.to_string(),
+                to: t.to.to_string(),
+                reason: t.cause.to_string(),
+                at_unix: unix(*at),
+            }),
+            address: u.address.to_string(),
+            gateway: u.gateway.to_string(),
+            connections: None,
+            bytes: None,
+        }
+    }
+
     pub(super) fn status(&self) -> Status {
+        let v6 = self.plan.v6.as_deref();
         let uplinks = self.plan.uplinks.iter().map(|u| {
-            let stats = self.monitors.get(&u.name).map(|m| m.stats());
-            let health = self
-                .monitors
-                .get(&u.name)
-                .map_or(crate::health::Health::Down, |m| m.state());
+            let v4 = self.family_status(u, Family::Ipv4);
+            let ipv6 = v6
+                .and_then(|p| p.uplink(&u.name))
+                .map(|u6| self.family_status(u6, Family::Ipv6));
             UplinkStatus {
                 name: u.name.clone(),
                 interface: u.interface.clone(),
-                state: health.to_string(),
-                since_unix: unix(*self.since.get(&u.name).unwrap_or(&self.started)),
+                state: v4.state,
+                since_unix: v4.since_unix,
                 link_up: self.links.get(&u.interface).copied().unwrap_or(false),
                 weight: u.weight,
-                effective_weight: u.effective_weight,
-                share_percent: u.share * 100.0,
-                rtt_ms: stats.as_ref().and_then(|s| ms(s.rtt)),
-                jitter_ms: stats.as_ref().and_then(|s| ms(s.jitter)),
-                loss_percent: stats.as_ref().map_or(0.0, |s| s.loss * 100.0),
-                probes_sent: stats.as_ref().map_or(0, |s| s.sent),
-                probes_lost: stats.as_ref().map_or(0, |s| s.lost),
-                probes_late: stats.as_ref().map_or(0, |s| s.late),
-                last_transition: self.last.get(&u.name).map(|(t, at)| LastTransition {
-                    from: t.from.to_string(),
-                    to: t.to.to_string(),
-                    reason: t.cause.to_string(),
-                    at_unix: unix(*at),
-                }),
-                address: u.address.to_string(),
-                gateway: u.gateway.to_string(),
+                effective_weight: v4.effective_weight,
+                share_percent: v4.share_percent,
+                rtt_ms: v4.rtt_ms,
+                jitter_ms: v4.jitter_ms,
+                loss_percent: v4.loss_percent,
+                probes_sent: v4.probes_sent,
+                probes_lost: v4.probes_lost,
+                probes_late: v4.probes_late,
+                last_transition: v4.last_transition,
+                address: v4.address,
+                gateway: v4.gateway,
                 mark: u.mark,
                 table: u.table,
                 connections: None,
                 bytes: None,
+                ipv6,
             }
         });
         let policies = self.plan.policies.iter().map(|p| PolicyStatus {

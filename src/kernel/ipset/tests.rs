@@ -3,12 +3,16 @@
 
 use super::*;
 
-fn net(s: &str) -> Ipv4Net {
+fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
 fn fixed(name: &str, nets: &[&str]) -> IpSet {
-    IpSet::fixed(name, Resolved::Known(nets.iter().map(|n| net(n)).collect()))
+    IpSet::fixed(
+        crate::plan::Family::Ipv4,
+        name,
+        Resolved::Known(nets.iter().map(|n| net(n)).collect()),
+    )
 }
 
 fn learned(name: &str, timeout: u32) -> IpSet {
@@ -21,7 +25,11 @@ fn learned(name: &str, timeout: u32) -> IpSet {
 #[test]
 fn a_missing_set_is_created_and_filled() {
     let sets = vec![
-        IpSet::fixed("multiwan_connected", Resolved::Unknown("connected".into())),
+        IpSet::fixed(
+            crate::plan::Family::Ipv4,
+            "multiwan_connected",
+            Resolved::Unknown("connected".into()),
+        ),
         fixed("multiwan_s", &["10.1.0.0/16"]),
         learned("multiwan_tv.dns", 3600),
     ];
@@ -99,6 +107,29 @@ fn a_fixed_set_that_had_a_timeout_is_swapped_without_it() {
          add multiwan_.new 10.1.0.0/16 -exist\n\
          swap multiwan_.new multiwan_s\n\
          destroy multiwan_.new\n"
+    );
+}
+
+#[test]
+fn ipv6_sets_have_their_own_family_and_temporary_set() {
+    let six = IpSet::fixed(
+        crate::plan::Family::Ipv6,
+        "multiwan6_s",
+        Resolved::Known(vec![net("2001:db8:10::/64")]),
+    );
+    let current = parse_save(
+        "create multiwan6_s hash:net family inet6 hashsize 1024 maxelem 65536\nadd multiwan6_s 2001:db8::5\n",
+    );
+    assert_eq!(
+        current["multiwan6_s"].permanent,
+        BTreeSet::from([net("2001:db8::5/128")])
+    );
+    assert_eq!(
+        script(&[six], &current),
+        "create multiwan6_.new hash:net family inet6 -exist\n\
+         add multiwan6_.new 2001:db8:10::/64 -exist\n\
+         swap multiwan6_.new multiwan6_s\n\
+         destroy multiwan6_.new\n"
     );
 }
 

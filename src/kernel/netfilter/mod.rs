@@ -5,8 +5,6 @@
 
 pub mod script;
 
-use std::collections::BTreeSet;
-
 pub use script::{Changes, Counters, TableChange};
 
 use super::exec::{self, ToolError};
@@ -48,34 +46,47 @@ pub struct Installed {
     pub counters: Counters,
 }
 
-fn families(plan: &Plan) -> BTreeSet<Family> {
-    plan.tables().iter().map(|t| t.family).collect()
-}
-
 /// Every table of a family, with counters.
 pub async fn save(family: Family) -> Result<String, NetfilterError> {
     Ok(exec::run_ok(family.iptables_save(), &["-c"], None).await?)
 }
 
 /// Makes the kernel's tables match the plan: only chains that differ are sent, in one
-/// transaction per family, then read back and verified.
+/// transaction per family, then read back and verified. A config without IPv6 leaves
+/// ip6tables alone, except for removing chains of ours an earlier config put there.
 pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
     let mut out = Installed::default();
-    for family in families(plan) {
+    for fp in plan.families() {
+        let family = fp.family;
         let current = save(family).await?;
-        out.counters.extend(script::counters(&current, TABLES));
-        let s = script::apply_plan_script(plan, &current);
+        out.counters
+            .extend(script::counters(&current, family, TABLES));
+        let s = script::apply_plan_script(fp, &current);
         let text = s.text(family);
         if !text.is_empty() {
             if let Err(e) = restore(family, &text).await {
                 roll_back(family, &current).await;
                 return Err(e);
             }
-            script::verify(plan, &save(family).await?)?;
+            script::verify(fp, &save(family).await?)?;
         }
         out.changes.tables.extend(s.changes().tables);
     }
+    if plan.v6.is_none() {
+        out.changes
+            .tables
+            .extend(remove_family(Family::Ipv6).await?.tables);
+    }
     Ok(out)
+}
+
+/// Removes our chains from a family the plan no longer has (IPv6 taken out of the
+/// config); reads the tables only when the tool exists.
+async fn remove_family(family: Family) -> Result<Changes, NetfilterError> {
+    match save(family).await {
+        Ok(current) if current.contains(crate::plan::CHAIN_PREFIX) => cleanup(family).await,
+        _ => Ok(Changes::default()),
+    }
 }
 
 /// Each table of a restore commits on its own: when a later one is refused, put the earlier
@@ -100,16 +111,26 @@ async fn roll_back(family: Family, before: &str) {
 /// the other chains are unchanged; the reconcile verifies them). Falls back to a full
 /// apply when the chains themselves changed.
 pub async fn apply_delta(previous: &Plan, plan: &Plan) -> Result<Changes, NetfilterError> {
-    let Some(s) = script::delta_script(previous, plan) else {
+    let mut scripts = Vec::new();
+    for fp in plan.families() {
+        let before = previous.of(fp.family);
+        let Some(s) = before.and_then(|b| script::delta_script(b, fp)) else {
+            return Ok(apply(plan).await?.changes);
+        };
+        scripts.push((fp.family, s));
+    }
+    if previous.v6.is_some() != plan.v6.is_some() {
         return Ok(apply(plan).await?.changes);
-    };
-    for family in families(plan) {
+    }
+    let mut changes = Changes::default();
+    for (family, s) in scripts {
         let text = s.text(family);
         if !text.is_empty() {
             restore(family, &text).await?;
         }
+        changes.tables.extend(s.changes().tables);
     }
-    Ok(s.changes())
+    Ok(changes)
 }
 
 /// Removes every chain and jump of ours from every table of `family`.

@@ -119,7 +119,7 @@ impl Script {
 
 /// Packet counters of our chains' rules, by chain, in rule order: how many packets each
 /// rule matched since the chain was last filled.
-pub type Counters = BTreeMap<String, Vec<u64>>;
+pub type Counters = BTreeMap<(crate::plan::Family, String), Vec<u64>>;
 
 /// Splits `iptables-save` output (with or without `-c`) by table.
 pub fn parse_save(save: &str, table: &str) -> Saved {
@@ -161,14 +161,16 @@ fn split_counters(line: &str) -> (u64, &str) {
 }
 
 /// The packet counters of every chain of ours in `tables`.
-pub fn counters(save: &str, tables: &[&str]) -> Counters {
+pub fn counters(save: &str, family: crate::plan::Family, tables: &[&str]) -> Counters {
     let mut out = Counters::new();
     for table in tables {
         let saved = parse_save(save, table);
         for (rule, packets) in saved.rules.iter().zip(&saved.packets) {
             let chain = rule.split_whitespace().nth(1).unwrap_or("");
             if chain.starts_with(CHAIN_PREFIX) {
-                out.entry(chain.to_string()).or_default().push(*packets);
+                out.entry((family, chain.to_string()))
+                    .or_default()
+                    .push(*packets);
             }
         }
     }
@@ -208,7 +210,7 @@ fn rules_of<'a>(chain: &str, saved: &'a Saved) -> Vec<&'a str> {
 
 /// True when the kernel's chain holds exactly the planned rules (our rendering is
 /// `iptables-save`'s own text).
-fn chain_matches(chain: &Chain, saved: &Saved) -> bool {
+fn chain_matches(chain: &Chain, family: crate::plan::Family, saved: &Saved) -> bool {
     if !saved.chains.contains(&chain.name) {
         return false;
     }
@@ -217,7 +219,7 @@ fn chain_matches(chain: &Chain, saved: &Saved) -> bool {
         && have
             .iter()
             .zip(&chain.rules)
-            .all(|(h, r)| *h == crate::plan::rules::rule_spec(r))
+            .all(|(h, r)| *h == crate::plan::rules::rule_spec(r, family))
 }
 
 /// Restore input that replaces the given chains of `table` (without COMMIT), and the
@@ -244,7 +246,7 @@ pub fn apply_script(
     let stale_chains: Vec<&Chain> = table
         .chains
         .iter()
-        .filter(|c| !chain_matches(c, saved))
+        .filter(|c| !chain_matches(c, table.family, saved))
         .collect();
     let mut out = chains_text(table, &stale_chains, &mut change);
     let planned: Vec<&str> = table.chains.iter().map(|c| c.name.as_str()).collect();
@@ -674,9 +676,12 @@ mod tests {
         let save = "*mangle\n:MULTIWAN_BALANCE - [0:0]\n[7:700] -A PREROUTING -j MULTIWAN_BALANCE\n\
                     [12:1200] -A MULTIWAN_BALANCE -m statistic -j MARK --set-xmark 0x100/0xff00\n\
                     [3:300] -A MULTIWAN_BALANCE -j MARK --set-xmark 0x200/0xff00\nCOMMIT\n";
-        let c = counters(save, &["mangle"]);
+        let c = counters(save, crate::plan::Family::Ipv4, &["mangle"]);
         assert_eq!(c.len(), 1, "{c:?}");
-        assert_eq!(c["MULTIWAN_BALANCE"], vec![12, 3]);
+        assert_eq!(
+            c[&(crate::plan::Family::Ipv4, "MULTIWAN_BALANCE".to_string())],
+            vec![12, 3]
+        );
         let saved = parse_save(save, "mangle");
         assert_eq!(saved.rules[0], "-A PREROUTING -j MULTIWAN_BALANCE");
     }

@@ -6,12 +6,12 @@
 
 pub mod model;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
@@ -22,11 +22,13 @@ use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use crate::config::Config;
 use crate::plan::{Family, MAIN_TABLE, Plan};
 use model::RuleAct;
-pub use model::{KernelView, PROTO, RouteKey, RuleKey};
+pub use model::{Facts, KernelView, PROTO, RouteKey, RuleKey};
 
 const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
+/// The kernel has no IPv6 (`ipv6.disable=1`): nothing of ours can be there.
+const EAFNOSUPPORT: i32 = 97;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
@@ -86,7 +88,7 @@ impl Routing {
         Ok(Self { handle })
     }
 
-    /// Reads links, addresses and main-table routes.
+    /// Reads links, addresses and main-table routes of both families.
     pub async fn view(&self) -> Result<KernelView, RoutingError> {
         let mut view = KernelView::default();
         let mut links = self.handle.link().get().execute();
@@ -102,33 +104,37 @@ impl Routing {
         }
         let mut addrs = self.handle.address().get().execute();
         while let Some(msg) = addrs.try_next().await.map_err(nl("dump addresses"))? {
-            if let Some((ip, len)) = ipv4_of(&msg) {
-                view.addresses.entry(msg.header.index).or_insert(ip);
-                view.local.insert(ip);
-                if let Ok(net) = Ipv4Net::new(ip, len) {
-                    view.connected.push(net.trunc());
-                    view.networks
-                        .entry(msg.header.index)
-                        .or_default()
-                        .push(net.trunc());
-                }
+            let Some((ip, len)) = address_of(&msg) else {
+                continue;
+            };
+            view.local.insert(ip);
+            let facts = match ip {
+                IpAddr::V4(_) => &mut view.v4,
+                IpAddr::V6(_) => &mut view.v6,
+            };
+            if usable_source(&msg, ip) {
+                facts.addresses.entry(msg.header.index).or_insert(ip);
+            }
+            if let Ok(net) = IpNet::new(ip, len) {
+                facts.connected.push(net.trunc());
+                facts
+                    .networks
+                    .entry(msg.header.index)
+                    .or_default()
+                    .push(net.trunc());
             }
         }
-        for route in self.routes(Family::Ipv4).await? {
-            let (table, dst_len) = (table_of(&route), route.header.destination_prefix_length);
-            if table != MAIN_TABLE || route.header.kind != RouteType::Unicast {
-                continue;
-            }
-            match (dst_len, destination(&route), gateway(&route), oif(&route)) {
-                (0, _, Some(gw), Some(oif)) => {
-                    view.default_gateways.entry(oif).or_insert(gw);
-                }
-                (len, Some(dst), _, _) if len > 0 => {
-                    if let Ok(net) = Ipv4Net::new(dst, len) {
-                        view.connected.push(net.trunc());
-                    }
-                }
-                _ => {}
+        for family in Family::ALL {
+            let routes = match self.routes(family).await {
+                Err(e) if family == Family::Ipv6 && unsupported(&e) => continue,
+                r => r?,
+            };
+            let facts = match family {
+                Family::Ipv4 => &mut view.v4,
+                Family::Ipv6 => &mut view.v6,
+            };
+            for route in routes {
+                main_route(&route, facts);
             }
         }
         Ok(view)
@@ -180,7 +186,8 @@ impl Routing {
         Ok(out)
     }
 
-    /// Makes our rules and tables match the plan.
+    /// Makes our rules and tables match the plan, family by family. A config without IPv6
+    /// still removes IPv6 rules and routes of ours (IPv6 was taken out of it).
     pub async fn reconcile(
         &self,
         config: &Config,
@@ -188,47 +195,73 @@ impl Routing {
         view: &KernelView,
     ) -> Result<RoutingChanges, RoutingError> {
         let mut changes = RoutingChanges::default();
+        for family in Family::ALL {
+            let wanted = plan.of(family);
+            match self
+                .reconcile_family(config, family, wanted, view, &mut changes)
+                .await
+            {
+                Err(RoutingError::Netlink { source, .. })
+                    if wanted.is_none() && errno(&source) == Some(EAFNOSUPPORT) => {}
+                r => r?,
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn reconcile_family(
+        &self,
+        config: &Config,
+        family: Family,
+        plan: Option<&Plan>,
+        view: &KernelView,
+        changes: &mut RoutingChanges,
+    ) -> Result<(), RoutingError> {
         let have: Vec<(RuleKey, RuleMessage)> = self
-            .rules(Family::Ipv4)
+            .rules(family)
             .await?
             .into_iter()
             .filter(|m| is_our_rule(config, m))
             .filter_map(|m| rule_key(&m).map(|k| (k, m)))
             .collect();
         let have_keys: Vec<RuleKey> = have.iter().map(|(k, _)| k.clone()).collect();
-        let (delete, add) = model::diff(&have_keys, &model::wanted_rules(plan));
+        let wanted = plan.map(model::wanted_rules).unwrap_or_default();
+        let (delete, add) = model::diff(&have_keys, &wanted);
         for key in delete {
             let (_, msg) = have.iter().find(|(k, _)| *k == key).expect("from have");
             self.delete_rule(msg.clone(), &key).await?;
             changes.rules_deleted.push(key);
         }
         for key in add {
-            match self.add_rule(&key).await {
+            match self.add_rule(family, &key).await {
                 Ok(()) => changes.rules_added.push(key),
                 Err(e) => changes.failed.push(e.to_string()),
             }
         }
-        self.reconcile_routes(config, plan, view, &mut changes)
-            .await?;
-        Ok(changes)
+        self.reconcile_routes(config, family, plan, view, changes)
+            .await
     }
 
     async fn reconcile_routes(
         &self,
         config: &Config,
-        plan: &Plan,
+        family: Family,
+        plan: Option<&Plan>,
         view: &KernelView,
         changes: &mut RoutingChanges,
     ) -> Result<(), RoutingError> {
         let have: Vec<(RouteKey, RouteMessage)> = self
-            .routes(Family::Ipv4)
+            .routes(family)
             .await?
             .into_iter()
             .filter(|m| model::owns_table(config, table_of(m)))
             .map(|m| (route_key(&m), m))
             .collect();
         let have_keys: Vec<RouteKey> = have.iter().map(|(k, _)| k.clone()).collect();
-        let (delete, add) = model::diff(&have_keys, &model::wanted_routes(plan, view));
+        let wanted = plan
+            .map(|p| model::wanted_routes(p, view))
+            .unwrap_or_default();
+        let (delete, add) = model::diff(&have_keys, &wanted);
         for key in delete {
             let (_, msg) = have.iter().find(|(k, _)| *k == key).expect("from have");
             match self.delete_route(msg.clone(), &key).await {
@@ -237,7 +270,7 @@ impl Routing {
             }
         }
         for key in add {
-            match self.add_route(&key).await {
+            match self.add_route(family, &key).await {
                 Ok(()) => changes.routes_added.push(key),
                 Err(e) => changes.failed.push(e.to_string()),
             }
@@ -245,48 +278,61 @@ impl Routing {
         Ok(())
     }
 
-    /// Removes every rule and route of ours; keeps going after a failure.
+    /// Removes every rule and route of ours in both families; keeps going after a failure.
     pub async fn cleanup(&self, config: &Config) -> (RoutingChanges, Vec<RoutingError>) {
         let mut changes = RoutingChanges::default();
         let mut errors = Vec::new();
-        match self.rules(Family::Ipv4).await {
-            Ok(rules) => {
-                for m in rules.into_iter().filter(|m| is_our_rule(config, m)) {
-                    let Some(key) = rule_key(&m) else { continue };
-                    match self.delete_rule(m, &key).await {
-                        Ok(()) => changes.rules_deleted.push(key),
-                        Err(e) => errors.push(e),
+        for family in Family::ALL {
+            match self.rules(family).await {
+                Ok(rules) => {
+                    for m in rules.into_iter().filter(|m| is_our_rule(config, m)) {
+                        let Some(key) = rule_key(&m) else { continue };
+                        match self.delete_rule(m, &key).await {
+                            Ok(()) => changes.rules_deleted.push(key),
+                            Err(e) => errors.push(e),
+                        }
                     }
                 }
+                Err(e) if unsupported(&e) => continue,
+                Err(e) => errors.push(e),
             }
-            Err(e) => errors.push(e),
-        }
-        match self.routes(Family::Ipv4).await {
-            Ok(routes) => {
-                for m in routes
-                    .into_iter()
-                    .filter(|m| model::owns_table(config, table_of(m)))
-                {
-                    let key = route_key(&m);
-                    match self.delete_route(m, &key).await {
-                        Ok(()) => changes.routes_deleted.push(key),
-                        Err(e) => errors.push(e),
+            match self.routes(family).await {
+                Ok(routes) => {
+                    for m in routes
+                        .into_iter()
+                        .filter(|m| model::owns_table(config, table_of(m)))
+                    {
+                        let key = route_key(&m);
+                        match self.delete_route(m, &key).await {
+                            Ok(()) => changes.routes_deleted.push(key),
+                            Err(e) => errors.push(e),
+                        }
                     }
                 }
+                Err(e) if unsupported(&e) => {}
+                Err(e) => errors.push(e),
             }
-            Err(e) => errors.push(e),
         }
         (changes, errors)
     }
 
-    async fn add_rule(&self, key: &RuleKey) -> Result<(), RoutingError> {
-        let mut req = self.handle.rule().add().v4().priority(key.priority);
-        req = match key.action {
+    async fn add_rule(&self, family: Family, key: &RuleKey) -> Result<(), RoutingError> {
+        let req = self.handle.rule().add().priority(key.priority);
+        let mut req = match key.action {
             RuleAct::Lookup { table, .. } => req.table_id(table).action(RuleAction::ToTable),
             RuleAct::Unreachable => req.action(RuleAction::Unreachable),
         };
+        req.message_mut().header.family = match family {
+            Family::Ipv4 => AddressFamily::Inet,
+            Family::Ipv6 => AddressFamily::Inet6,
+        };
         if let Some(from) = key.from {
-            req = req.source_prefix(from, 32);
+            let attrs = &mut req.message_mut();
+            attrs.header.src_len = match from {
+                IpAddr::V4(_) => 32,
+                IpAddr::V6(_) => 128,
+            };
+            attrs.attributes.push(RuleAttribute::Source(from));
         }
         if let Some((mark, _)) = key.fwmark {
             req = req.fw_mark(mark);
@@ -318,21 +364,42 @@ impl Routing {
         }
     }
 
-    async fn add_route(&self, key: &RouteKey) -> Result<(), RoutingError> {
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .table_id(key.table)
-            .priority(key.metric)
-            .protocol(RouteProtocol::Other(PROTO));
-        if key.unreachable {
-            b = b.kind(RouteType::Unreachable);
-        }
-        if let Some(gw) = key.gateway {
-            b = b.gateway(gw);
-        }
-        if let Some(oif) = key.oif {
-            b = b.output_interface(oif);
-        }
-        let req = self.handle.route().add(b.build()).replace();
+    async fn add_route(&self, family: Family, key: &RouteKey) -> Result<(), RoutingError> {
+        let message = match family {
+            Family::Ipv4 => {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .table_id(key.table)
+                    .priority(key.metric)
+                    .protocol(RouteProtocol::Other(PROTO));
+                if key.unreachable {
+                    b = b.kind(RouteType::Unreachable);
+                }
+                if let Some(IpAddr::V4(gw)) = key.gateway {
+                    b = b.gateway(gw);
+                }
+                if let Some(oif) = key.oif {
+                    b = b.output_interface(oif);
+                }
+                b.build()
+            }
+            Family::Ipv6 => {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .table_id(key.table)
+                    .priority(key.metric)
+                    .protocol(RouteProtocol::Other(PROTO));
+                if key.unreachable {
+                    b = b.kind(RouteType::Unreachable);
+                }
+                if let Some(IpAddr::V6(gw)) = key.gateway {
+                    b = b.gateway(gw);
+                }
+                if let Some(oif) = key.oif {
+                    b = b.output_interface(oif);
+                }
+                b.build()
+            }
+        };
+        let req = self.handle.route().add(message).replace();
         req.execute()
             .await
             .map_err(nl(format!("add route {key:?}")))
@@ -346,19 +413,78 @@ impl Routing {
     }
 }
 
-fn ipv4_of(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
-    if msg.header.family != AddressFamily::Inet {
+fn address_of(msg: &AddressMessage) -> Option<(IpAddr, u8)> {
+    let family_ok = matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    );
+    if !family_ok {
         return None;
     }
     let local = msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        AddressAttribute::Local(ip) => Some(*ip),
         _ => None,
     });
     let address = msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+        AddressAttribute::Address(ip) => Some(*ip),
         _ => None,
     });
     local.or(address).map(|ip| (ip, msg.header.prefix_len))
+}
+
+/// An address multiwan may bind a probe to and NAT from: any IPv4 address; for IPv6 a
+/// global one that has passed duplicate address detection and is not deprecated.
+fn usable_source(msg: &AddressMessage, ip: IpAddr) -> bool {
+    let IpAddr::V6(v6) = ip else {
+        return true;
+    };
+    let flags = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Flags(f) => Some(*f),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(msg.header.flags.bits())));
+    let unusable = AddressFlags::Tentative | AddressFlags::Deprecated | AddressFlags::Dadfailed;
+    let special = v6.is_loopback() || v6.is_unicast_link_local() || v6.is_multicast();
+    !(special || flags.intersects(unusable))
+}
+
+/// What a main-table route tells: a default route's gateway (also inside a multipath
+/// route, as several router advertisements make), or a connected network.
+fn main_route(route: &RouteMessage, facts: &mut Facts) {
+    let (table, dst_len) = (table_of(route), route.header.destination_prefix_length);
+    if table != MAIN_TABLE || route.header.kind != RouteType::Unicast {
+        return;
+    }
+    if dst_len == 0 {
+        if let (Some(gw), Some(oif)) = (gateway(route), oif(route)) {
+            facts.default_gateways.entry(oif).or_insert(gw);
+        }
+        for hop in route.attributes.iter().flat_map(|a| match a {
+            RouteAttribute::MultiPath(hops) => hops.as_slice(),
+            _ => &[],
+        }) {
+            if let Some(gw) = hop.attributes.iter().find_map(gateway_attr) {
+                facts
+                    .default_gateways
+                    .entry(hop.interface_index)
+                    .or_insert(gw);
+            }
+        }
+        return;
+    }
+    if let Some(dst) = destination(route)
+        && let Ok(net) = IpNet::new(dst, dst_len)
+        && !net.network().is_multicast()
+    {
+        facts.connected.push(net.trunc());
+    }
+}
+
+fn unsupported(e: &RoutingError) -> bool {
+    matches!(e, RoutingError::Netlink { source, .. } if errno(source) == Some(EAFNOSUPPORT))
 }
 
 /// Tables above 255 only appear in the attribute; the header then says 252.
@@ -373,18 +499,24 @@ fn table_of(route: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(route.header.table))
 }
 
-fn destination(route: &RouteMessage) -> Option<Ipv4Addr> {
+fn destination(route: &RouteMessage) -> Option<IpAddr> {
     route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         _ => None,
     })
 }
 
-fn gateway(route: &RouteMessage) -> Option<Ipv4Addr> {
-    route.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+fn gateway(route: &RouteMessage) -> Option<IpAddr> {
+    route.attributes.iter().find_map(gateway_attr)
+}
+
+fn gateway_attr(a: &RouteAttribute) -> Option<IpAddr> {
+    match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         _ => None,
-    })
+    }
 }
 
 fn oif(route: &RouteMessage) -> Option<u32> {
@@ -438,7 +570,10 @@ fn rule_key(msg: &RuleMessage) -> Option<RuleKey> {
     for a in &msg.attributes {
         match a {
             RuleAttribute::Priority(p) => key.priority = *p,
-            RuleAttribute::Source(IpAddr::V4(ip)) if msg.header.src_len == 32 => {
+            RuleAttribute::Source(ip @ IpAddr::V4(_)) if msg.header.src_len == 32 => {
+                key.from = Some(*ip)
+            }
+            RuleAttribute::Source(ip @ IpAddr::V6(_)) if msg.header.src_len == 128 => {
                 key.from = Some(*ip)
             }
             RuleAttribute::FwMark(m) => mark = Some(*m),

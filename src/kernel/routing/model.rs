@@ -2,12 +2,12 @@
 //! what the plan wants as keys, the diff, and how kernel facts become [`Observed`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::config::{Config, Gateway, MAX_UPLINK_ID};
-use crate::plan::{self, Observed, Plan, Resolved, RouteKind};
+use crate::plan::{self, Family, Observed, Plan, Resolved, RouteKind};
 
 /// `rtm_protocol` on every rule and route multiwan adds: how cleanup tells ours from others
 /// that share the priority range (`ip rule` shows it as `proto 109`).
@@ -17,7 +17,7 @@ pub const PROTO: u8 = 109;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleKey {
     pub priority: u32,
-    pub from: Option<Ipv4Addr>,
+    pub from: Option<IpAddr>,
     pub fwmark: Option<(u32, u32)>,
     pub action: RuleAct,
 }
@@ -35,7 +35,7 @@ pub enum RuleAct {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
     pub table: u32,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
     pub unreachable: bool,
     pub metric: u32,
@@ -119,72 +119,129 @@ pub fn diff<K: PartialEq + Clone>(have: &[K], want: &[K]) -> (Vec<K>, Vec<K>) {
 pub struct KernelView {
     /// Interface name to index.
     pub links: HashMap<String, u32>,
-    /// First IPv4 address of each interface index.
-    pub addresses: HashMap<u32, Ipv4Addr>,
-    /// Every IPv4 network on an interface, and every specific route of the main table.
-    pub connected: Vec<Ipv4Net>,
-    /// Main-table default route gateways by output interface index.
-    pub default_gateways: HashMap<u32, Ipv4Addr>,
     /// Names of links that are up and have carrier.
     pub usable: std::collections::HashSet<String>,
-    /// Every IPv4 network on each interface index.
-    pub networks: HashMap<u32, Vec<Ipv4Net>>,
-    /// Every IPv4 address of this host (an HA node holds the shared ones while master).
-    pub local: std::collections::HashSet<Ipv4Addr>,
+    /// Every address of this host (an HA node holds the shared ones while master).
+    pub local: std::collections::HashSet<IpAddr>,
+    pub v4: Facts,
+    pub v6: Facts,
+}
+
+/// What the kernel says of one address family.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The address of each interface index that multiwan may use as a source: IPv4's
+    /// first; IPv6's first global one that is usable (not tentative or deprecated).
+    pub addresses: HashMap<u32, IpAddr>,
+    /// Every network on an interface, and every specific route of the main table.
+    pub connected: Vec<IpNet>,
+    /// Main-table default route gateways by output interface index.
+    pub default_gateways: HashMap<u32, IpAddr>,
+    /// Every network on each interface index.
+    pub networks: HashMap<u32, Vec<IpNet>>,
+}
+
+impl KernelView {
+    pub fn of(&self, family: Family) -> &Facts {
+        match family {
+            Family::Ipv4 => &self.v4,
+            Family::Ipv6 => &self.v6,
+        }
+    }
 }
 
 /// Turns kernel facts into what the plan needs, with a warning for each missing piece.
+/// IPv6 facts are read only for uplinks with an IPv6 side.
 pub fn observe(config: &Config, view: &KernelView) -> (Observed, Vec<String>) {
     let mut warnings = Vec::new();
+    let mut observed = observe_family(config, view, Family::Ipv4, &mut warnings);
+    if plan::has_ipv6(config) {
+        observed.v6 = Some(Box::new(observe_family(
+            config,
+            view,
+            Family::Ipv6,
+            &mut warnings,
+        )));
+    }
+    (observed, warnings)
+}
+
+fn observe_family(
+    config: &Config,
+    view: &KernelView,
+    family: Family,
+    warnings: &mut Vec<String>,
+) -> Observed {
+    let facts = view.of(family);
     let mut addresses = BTreeMap::new();
     let mut gateways = BTreeMap::new();
     for u in &config.uplinks {
+        let spec = match family {
+            Family::Ipv4 => u.gateway,
+            Family::Ipv6 => match &u.ipv6 {
+                Some(side) => side.gateway,
+                None => continue,
+            },
+        };
         let Some(index) = view.links.get(&u.interface) else {
-            warnings.push(format!(
-                "uplink {}: interface {} does not exist (yet)",
-                u.name, u.interface
-            ));
+            if family == Family::Ipv4 {
+                warnings.push(format!(
+                    "uplink {}: interface {} does not exist (yet)",
+                    u.name, u.interface
+                ));
+            }
             continue;
         };
-        match view.addresses.get(index) {
+        let kind = match family {
+            Family::Ipv4 => "IPv4 address",
+            Family::Ipv6 => "usable global IPv6 address",
+        };
+        match facts.addresses.get(index) {
             Some(a) => {
                 addresses.insert(u.name.clone(), *a);
             }
             None => warnings.push(format!(
-                "uplink {}: {} has no IPv4 address (yet)",
+                "uplink {}: {} has no {kind} (yet)",
                 u.name, u.interface
             )),
         }
-        if u.gateway == Gateway::Auto {
-            match view.default_gateways.get(index) {
+        if spec == Gateway::Auto {
+            match facts.default_gateways.get(index) {
                 Some(g) => {
                     gateways.insert(u.name.clone(), *g);
                 }
                 None => warnings.push(format!(
-                    "uplink {}: gateway is auto, but the main table has no default route via {} (yet)",
-                    u.name, u.interface
+                    "uplink {}: {} is auto, but the main table has no {} default route via {} (yet)",
+                    u.name,
+                    match family {
+                        Family::Ipv4 => "gateway",
+                        Family::Ipv6 => "gateway6",
+                    },
+                    match family {
+                        Family::Ipv4 => "IPv4",
+                        Family::Ipv6 => "IPv6",
+                    },
+                    u.interface
                 )),
             }
         }
     }
-    let mut connected = view.connected.clone();
+    let mut connected = facts.connected.clone();
     connected.sort();
     connected.dedup();
     let lan_networks = config
         .lan_interfaces
         .iter()
         .filter_map(|l| view.links.get(l))
-        .flat_map(|i| view.networks.get(i).cloned().unwrap_or_default())
+        .flat_map(|i| facts.networks.get(i).cloned().unwrap_or_default())
         .collect();
-    let observed = Observed {
-        health: BTreeMap::new(),
+    Observed {
         addresses,
         gateways,
         connected: Some(connected),
         lan_networks: Some(lan_networks),
-        backends_down: Default::default(),
-    };
-    (observed, warnings)
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -205,26 +262,25 @@ uplinks:
 
     #[test]
     fn observe_fills_addresses_and_auto_gateways() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let view = KernelView {
             links: [("wan1".to_string(), 3), ("wan2".to_string(), 4)].into(),
-            addresses: [
-                (3, Ipv4Addr::new(100, 64, 1, 2)),
-                (4, Ipv4Addr::new(100, 64, 2, 2)),
-            ]
-            .into(),
-            connected: vec![
-                "100.64.2.0/24".parse().unwrap(),
-                "10.0.0.0/24".parse().unwrap(),
-            ],
-            default_gateways: [(4, Ipv4Addr::new(100, 64, 2, 1))].into(),
             usable: ["wan1".to_string(), "wan2".to_string()].into(),
-            local: Default::default(),
-            networks: Default::default(),
+            v4: Facts {
+                addresses: [(3, ip("100.64.1.2")), (4, ip("100.64.2.2"))].into(),
+                connected: vec![
+                    "100.64.2.0/24".parse().unwrap(),
+                    "10.0.0.0/24".parse().unwrap(),
+                ],
+                default_gateways: [(4, ip("100.64.2.1"))].into(),
+                networks: Default::default(),
+            },
+            ..Default::default()
         };
         let (o, warnings) = observe(&config(), &view);
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(o.addresses["b"], Ipv4Addr::new(100, 64, 2, 2));
-        assert_eq!(o.gateways["b"], Ipv4Addr::new(100, 64, 2, 1));
+        assert_eq!(o.addresses["b"], ip("100.64.2.2"));
+        assert_eq!(o.gateways["b"], ip("100.64.2.1"));
         assert!(
             !o.gateways.contains_key("a"),
             "static gateways are not learned"
@@ -246,8 +302,11 @@ uplinks:
     fn missing_interface_and_gateway_are_warned_and_left_out() {
         let view = KernelView {
             links: [("wan1".to_string(), 3)].into(),
-            addresses: [(3, Ipv4Addr::new(100, 64, 1, 2))].into(),
             usable: ["wan1".to_string()].into(),
+            v4: Facts {
+                addresses: [(3, "100.64.1.2".parse().unwrap())].into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (o, warnings) = observe(&config(), &view);
