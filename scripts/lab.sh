@@ -2,7 +2,8 @@
 # A network-namespace lab for multiwan: a LAN host, the router, one namespace per ISP and an
 # "internet". Never touches the host's own namespace.
 #
-#   scripts/lab.sh up [--prefix P] [--isps N] [--no-servers]   build it (default: mwlab, 2 ISPs)
+#   scripts/lab.sh up [--prefix P] [--isps N] [--no-servers] [--ipv6]
+#                                                              build it (default: mwlab, 2 ISPs)
 #   scripts/lab.sh down [--prefix P]                           remove it (namespaces, links, processes)
 #   scripts/lab.sh status [--prefix P]                         list its namespaces and the router's state
 #
@@ -15,15 +16,25 @@
 #           203.0.113.10 and .200; routes 100.64.N.0/24 back via ISP N
 # The echo server (socat) on 192.0.2.10:8000 and 203.0.113.10:8000 answers with the client
 # address it saw, so a LAN client learns which uplink carried it.
+#
+# With --ipv6 the lab is dual-stack as well:
+#   P-lan   fd00:10::10,11,50/64, default via fd00:10::1      P-lan2 fd00:12::10/64
+#   P-rt    lan0 fd00:10::1/64, lan1 fd00:12::1/64; wanN 2001:db8:ff0N::2/64; main
+#           default via fe80::1 dev wanN (what a router advertisement installs)
+#   P-ispN  rt 2001:db8:ff0N::1/64 and fe80::1; routes the prefix 2001:db8:N00::/56 to the
+#           router; upstream 2001:db8:fe0N::1/64; drops customer packets from any other source
+#   P-inet  ispN 2001:db8:fe0N::2/64; lo 2001:db8:e::1-2 (probe targets), 2001:db8:e::10
+#           (echo server, port 8000)
 set -euo pipefail
 
 cmd=${1:-}; shift || true
-prefix=mwlab isps=2 servers=1
+prefix=mwlab isps=2 servers=1 ipv6=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix=$2; shift 2 ;;
     --isps) isps=$2; shift 2 ;;
     --no-servers) servers=0; shift ;;
+    --ipv6) ipv6=1; shift ;;
     *) echo "lab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +54,14 @@ our_namespaces() { ip netns list | awk '{print $1}' | grep -E "^$prefix-(lan|lan
 up() {
   if [ -n "$(our_namespaces)" ]; then echo "lab.sh: lab '$prefix' exists; run: $0 down --prefix $prefix" >&2; exit 1; fi
   trap 'echo "lab.sh: build failed, removing" >&2; down' ERR
-  for r in $(roles); do ip netns add "$(ns "$r")"; ip -n "$(ns "$r")" link set lo up; done
+  for r in $(roles); do
+    ip netns add "$(ns "$r")"; ip -n "$(ns "$r")" link set lo up
+    # Links come up without duplicate address detection: a tentative link-local address
+    # would hold up neighbour discovery for a second after every link is created.
+    if [ "$ipv6" = 1 ]; then
+      in_ns "$r" sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0
+    fi
+  done
   veth lan lan0 rt lan0
   for last in 10 11 12 13 14 50 51 60 66; do ip -n "$(ns lan)" addr add "10.0.0.$last/24" dev lan0; done
   ip -n "$(ns lan)" route add default via 10.0.0.1 src 10.0.0.10
@@ -73,6 +91,7 @@ up() {
   in_ns rt sysctl -qw net.ipv4.conf.all.rp_filter=2
   in_ns rt sysctl -qw net.ipv4.conf.default.rp_filter=2
   ip -n "$(ns rt)" route add default via 100.64.1.1 dev wan1
+  if [ "$ipv6" = 1 ]; then up6; fi
   if [ "$servers" = 1 ]; then
     command -v socat >/dev/null || { echo "lab.sh: socat is needed for the echo server (apt-get install socat), or use --no-servers" >&2; exit 1; }
     for a in 192.0.2.10 203.0.113.10; do
@@ -81,6 +100,40 @@ up() {
   fi
   trap - ERR
   echo "lab '$prefix' is up: $(roles | tr '\n' ' ')"
+}
+
+a6() { # role address/len interface: an IPv6 address usable at once (no DAD wait)
+  ip -n "$(ns "$1")" -6 addr add "$2" dev "$3" nodad
+}
+
+up6() {
+  for last in 10 11 50; do a6 lan "fd00:10::$last/64" lan0; done
+  ip -n "$(ns lan)" -6 route add default via fd00:10::1 src fd00:10::10
+  a6 lan2 fd00:12::10/64 lan0
+  ip -n "$(ns lan2)" -6 route add default via fd00:12::1
+  a6 rt fd00:10::1/64 lan0
+  a6 rt fd00:12::1/64 lan1
+  in_ns rt sysctl -qw net.ipv6.conf.all.forwarding=1
+  for n in $(seq 1 "$isps"); do
+    local isp; isp=$(ns "isp$n")
+    a6 rt "2001:db8:ff0$n::2/64" "wan$n"
+    a6 "isp$n" "2001:db8:ff0$n::1/64" rt
+    a6 "isp$n" fe80::1/64 rt
+    ip -n "$isp" -6 route add "2001:db8:${n}00::/56" via "2001:db8:ff0$n::2"
+    a6 "isp$n" "2001:db8:fe0$n::1/64" upstream
+    a6 inet "2001:db8:fe0$n::2/64" "isp$n"
+    ip -n "$isp" -6 route add default via "2001:db8:fe0$n::2"
+    ip -n "$(ns inet)" -6 route add "2001:db8:ff0$n::/64" via "2001:db8:fe0$n::1"
+    ip -n "$(ns inet)" -6 route add "2001:db8:${n}00::/56" via "2001:db8:fe0$n::1"
+    in_ns "isp$n" sysctl -qw net.ipv6.conf.all.forwarding=1
+    # BCP38: only the customer's link and routed prefix may leave through this ISP.
+    in_ns "isp$n" ip6tables -A FORWARD -i rt -s "2001:db8:ff0$n::/64" -j ACCEPT
+    in_ns "isp$n" ip6tables -A FORWARD -i rt -s "2001:db8:${n}00::/56" -j ACCEPT
+    in_ns "isp$n" ip6tables -A FORWARD -i rt -j DROP
+    # What a router advertisement from ISP n would install.
+    ip -n "$(ns rt)" -6 route add default via fe80::1 dev "wan$n" metric "$((1023 + n))"
+  done
+  for a in 2001:db8:e::1 2001:db8:e::2 2001:db8:e::10; do a6 inet "$a/128" lo; done
 }
 
 down() {

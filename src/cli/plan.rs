@@ -12,8 +12,10 @@ pub enum Format {
     Text,
     /// Everything, for a machine.
     Json,
-    /// Only the iptables-restore input.
+    /// Only the iptables-restore input (IPv4).
     Iptables,
+    /// Only the ip6tables-restore input (IPv6; empty without `gateway6`).
+    Ip6tables,
     /// Only the ipset restore input.
     Ipset,
 }
@@ -37,6 +39,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => print!("{}", plan.human()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         Format::Iptables => print!("{}", plan.iptables_restore()),
+        Format::Ip6tables => {
+            if let Some(v6) = &plan.v6 {
+                print!("{}", v6.iptables_restore());
+            }
+        }
         Format::Ipset => print!("{}", plan.ipset_restore()),
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! The table `multiwan status` prints, from the status document.
 
-use super::proto::{HaStatus, SetStatus, Status, UplinkStatus};
+use super::proto::{HaStatus, LastTransition, SetStatus, Status};
 
 /// `5s`, `3m12s`, `2h05m`, `4d03h`.
 pub fn ago(secs: f64) -> String {
@@ -60,20 +60,45 @@ pub fn render(status: &Status, now_unix: f64) -> String {
             u.gateway,
             if u.link_up { "" } else { " (link down)" }
         );
+        if let Some(v6) = &u.ipv6 {
+            let _ = writeln!(
+                out,
+                "{:<15} {:<9} {:>8} {:>6} {:>9} {:>5.1}% {:>9} {:>9} {:>5.1}% {:>6}  {} via {}",
+                format!("  {} ipv6", u.name),
+                v6.state,
+                ago(now_unix - v6.since_unix),
+                "",
+                crate::plan::render_weight(v6.effective_weight),
+                v6.share_percent,
+                f3(v6.rtt_ms),
+                f3(v6.jitter_ms),
+                v6.loss_percent,
+                v6.connections.map_or("-".to_string(), |c| c.to_string()),
+                v6.address,
+                v6.gateway,
+            );
+        }
     }
-    let transitions: Vec<&UplinkStatus> = status
+    let transitions: Vec<(String, &LastTransition)> = status
         .uplinks
         .iter()
-        .filter(|u| u.last_transition.is_some())
+        .flat_map(|u| {
+            let v4 = u.last_transition.as_ref().map(|t| (u.name.clone(), t));
+            let v6 = u
+                .ipv6
+                .as_ref()
+                .and_then(|v6| v6.last_transition.as_ref())
+                .map(|t| (format!("{} ipv6", u.name), t));
+            v4.into_iter().chain(v6)
+        })
         .collect();
     if !transitions.is_empty() {
         let _ = writeln!(out, "\nLAST TRANSITION");
-        for u in transitions {
-            let t = u.last_transition.as_ref().expect("filtered");
+        for (name, t) in transitions {
             let _ = writeln!(
                 out,
                 "{:<15} {} -> {}, {} ago: {}",
-                u.name,
+                name,
                 t.from,
                 t.to,
                 ago(now_unix - t.at_unix),
@@ -184,7 +209,7 @@ fn render_ha(out: &mut String, ha: &HaStatus, now_unix: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::proto::{LastTransition, PolicyStatus, ReloadStatus};
+    use crate::control::proto::{FamilyStatus, PolicyStatus, ReloadStatus, UplinkStatus};
     use crate::ha::Role;
     use crate::ha::conntrackd::SyncCounters;
     use std::path::PathBuf;
@@ -218,7 +243,23 @@ mod tests {
             table: 101,
             connections: Some(3),
             bytes: None,
-            ipv6: None,
+            ipv6: Some(FamilyStatus {
+                state: "up".into(),
+                since_unix: 900.0,
+                effective_weight: 70.0,
+                share_percent: 100.0,
+                rtt_ms: Some(0.07),
+                jitter_ms: None,
+                loss_percent: 0.0,
+                probes_sent: 10,
+                probes_lost: 0,
+                probes_late: 0,
+                last_transition: None,
+                address: "2001:db8:ff01::2".into(),
+                gateway: "fe80::1".into(),
+                connections: Some(2),
+                bytes: None,
+            }),
         };
         let s = Status {
             version: "0.1.0".into(),
@@ -290,6 +331,10 @@ mod tests {
         let row = text.lines().find(|l| l.starts_with("isp1 ")).unwrap();
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(&cols[..4], &["isp1", "down", "1m05s", "70"], "{text}");
+        let v6 = text.lines().find(|l| l.starts_with("  isp1 ipv6")).unwrap();
+        let cols: Vec<&str> = v6.split_whitespace().collect();
+        assert_eq!(&cols[..4], &["isp1", "ipv6", "up", "2m45s"], "{text}");
+        assert!(v6.ends_with("2001:db8:ff01::2 via fe80::1"), "{text}");
         assert!(
             text.contains("up -> down, 1m05s ago: 3 failed rounds in a row"),
             "{text}"

@@ -28,6 +28,7 @@ impl HookEvent {
         let vars = [
             ("MULTIWAN_EVENT", "uplink".to_string()),
             ("MULTIWAN_UPLINK", t.uplink.clone()),
+            ("MULTIWAN_FAMILY", t.family.name().to_string()),
             ("MULTIWAN_INTERFACE", interface.to_string()),
             ("MULTIWAN_STATE", t.to.to_string()),
             ("MULTIWAN_PREVIOUS_STATE", t.from.to_string()),

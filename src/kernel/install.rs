@@ -94,11 +94,12 @@ impl Installer {
         let (mut observed, view, mut warnings) = self.observe(config, health).await?;
         observed.backends_down = backends_down.clone();
         let plan = Plan::build(config, &observed);
-        let sets = ipset::update(&plan.sets).await?;
+        let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
+        let sets = ipset::update(&all_sets).await?;
         let installed = netfilter::apply(&plan).await?;
         let routing = self.routing.reconcile(config, &plan, &view).await?;
         warnings.extend(routing.failed.iter().cloned());
-        let stale_sets = ipset::destroy_except(&plan.sets).await?;
+        let stale_sets = ipset::destroy_except(&all_sets).await?;
         Ok(Applied {
             plan,
             observed,
@@ -116,9 +117,13 @@ impl Installer {
     /// Removes everything of ours; keeps going after a failure and reports every error.
     pub async fn cleanup(&self, config: &Config) -> Removed {
         let mut removed = Removed::default();
-        match netfilter::cleanup(Family::Ipv4).await {
-            Ok(changes) => removed.netfilter = changes,
-            Err(e) => removed.errors.push(e.into()),
+        // Without IPv6 in the kernel there can be nothing of ours in ip6tables.
+        let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists();
+        for family in Family::ALL.into_iter().filter(|f| *f == Family::Ipv4 || ipv6) {
+            match netfilter::cleanup(family).await {
+                Ok(changes) => removed.netfilter.tables.extend(changes.tables),
+                Err(e) => removed.errors.push(e.into()),
+            }
         }
         let (routing, errors) = self.routing.cleanup(config).await;
         removed.routing = routing;

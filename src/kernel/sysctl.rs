@@ -59,6 +59,45 @@ pub fn check(config: &Config, read: impl Fn(&[String]) -> Option<String>) -> Vec
             });
         }
     }
+    out.extend(check_ipv6(config, &read));
+    out
+}
+
+/// With IPv6: forwarding on, and router advertisements still accepted on the uplinks whose
+/// gateway is learned from them (a forwarding host ignores them unless `accept_ra` is 2).
+fn check_ipv6(config: &Config, read: &impl Fn(&[String]) -> Option<String>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !crate::plan::has_ipv6(config) {
+        return out;
+    }
+    let forward = key(&["net", "ipv6", "conf", "all", "forwarding"]);
+    if let Some(v) = read(&forward).filter(|v| v != "1") {
+        out.push(Problem {
+            key: forward,
+            found: v,
+            wanted: "1",
+            why: "the router must forward LAN IPv6 traffic".into(),
+        });
+    }
+    let auto = config.uplinks.iter().filter(|u| {
+        u.ipv6
+            .as_ref()
+            .is_some_and(|s| s.gateway == crate::config::Gateway::Auto)
+    });
+    for u in auto {
+        let k = key(&["net", "ipv6", "conf", &u.interface, "accept_ra"]);
+        if let Some(v) = read(&k).filter(|v| v != "2") {
+            out.push(Problem {
+                key: k,
+                found: v,
+                wanted: "2",
+                why: format!(
+                    "a forwarding router ignores router advertisements on {} unless accept_ra is 2, so gateway6: auto of {} would never be learned",
+                    u.interface, u.name
+                ),
+            });
+        }
+    }
     out
 }
 
@@ -125,6 +164,30 @@ mod tests {
             problems[1].key.len(),
             5,
             "interface name stays one path segment"
+        );
+    }
+
+    #[test]
+    fn ipv6_needs_forwarding_and_router_advertisements_on_auto_uplinks() {
+        let config = crate::config::parse(
+            "lan_interfaces: [lan0]\nuplinks:\n  - {name: a, interface: wan1, gateway6: auto}\n  - {name: b, interface: wan2, gateway6: 'fe80::1'}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let values: HashMap<String, &str> = [
+            ("net.ipv6.conf.all.forwarding", "0"),
+            ("net.ipv6.conf.wan1.accept_ra", "1"),
+            ("net.ipv6.conf.wan2.accept_ra", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let problems = check(&config, |k| values.get(&k.join(".")).map(|v| v.to_string()));
+        let names: Vec<String> = problems.iter().map(Problem::name).collect();
+        assert_eq!(
+            names,
+            ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.wan1.accept_ra"],
+            "a static gateway6 needs no advertisements"
         );
     }
 }

@@ -197,7 +197,10 @@ fn lan(config: &Config, family: Family, observed: &Observed) -> Chain {
 
 /// The set of connected networks of a family (IPv6 also holds link-local and multicast).
 pub(super) fn connected_set(family: Family) -> String {
-    format!("{}connected", family.set_prefix())
+    match family {
+        Family::Ipv4 => CONNECTED_SET.into(),
+        Family::Ipv6 => CONNECTED_SET6.into(),
+    }
 }
 
 /// IPv6 uplinks with `nat6: none`: LAN hosts hold addresses of that ISP's prefix, which

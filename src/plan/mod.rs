@@ -59,8 +59,15 @@ pub const SET_PREFIX: &str = Family::Ipv4.set_prefix();
 pub const SET_PREFIX6: &str = Family::Ipv6.set_prefix();
 /// The set of connected networks, which stay with the main table.
 pub const CONNECTED_SET: &str = "multiwan_connected";
+/// The IPv6 set of connected (and link-local and multicast) networks.
+pub const CONNECTED_SET6: &str = "multiwan6_connected";
 /// Sets multiwan keeps for its own rules, not named by the config.
-pub const INTERNAL_SETS: [&str; 3] = [CONNECTED_SET, WAN_ADDRESSES_SET, LAN_NETWORKS_SET];
+pub const INTERNAL_SETS: [&str; 4] = [
+    CONNECTED_SET,
+    CONNECTED_SET6,
+    WAN_ADDRESSES_SET,
+    LAN_NETWORKS_SET,
+];
 
 /// A value learned from the kernel, or a placeholder naming it when planning offline.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,37 +2,51 @@
 
 use std::fmt::Write;
 
-use super::{Balance, Plan};
+use super::{Balance, Family, Plan};
 
+/// Every family's sections (IPv6 after IPv4, each heading saying so), then every set.
 pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
-    uplinks(plan, &mut out);
-    balance(plan, &mut out);
-    policies(plan, &mut out);
-    let _ = writeln!(out, "\n== iptables (iptables-restore --noflush) ==");
-    out.push_str(&plan.iptables_restore());
-    let _ = writeln!(
-        out,
-        "\n== jumps from built-in chains (added once, never duplicated) =="
-    );
-    for j in &plan.jumps {
-        let _ = writeln!(out, "-t {} -A {} {}", j.table, j.from, j.spec());
-    }
-    let _ = writeln!(out, "\n== ip rules ==");
-    for r in &plan.ip_rules {
-        let _ = writeln!(out, "{r}");
-    }
-    let _ = writeln!(out, "\n== routes ==");
-    for r in &plan.routes {
-        let _ = writeln!(out, "{r}");
+    for fp in plan.families() {
+        family(fp, &mut out);
     }
     let _ = writeln!(out, "\n== ipsets (ipset restore) ==");
     out.push_str(&plan.ipset_restore());
     out
 }
 
-fn uplinks(plan: &Plan, out: &mut String) {
-    let _ = writeln!(out, "== uplinks ==");
+fn family(plan: &Plan, out: &mut String) {
+    let (tag, tool, ip) = match plan.family {
+        Family::Ipv4 => ("", "iptables", "ip"),
+        Family::Ipv6 => (" (IPv6)", "ip6tables", "ip -6"),
+    };
+    if plan.family == Family::Ipv6 {
+        let _ = writeln!(out);
+    }
+    uplinks(plan, tag, out);
+    balance(plan, tag, out);
+    policies(plan, tag, out);
+    let _ = writeln!(out, "\n== {tool} ({tool}-restore --noflush) ==");
+    out.push_str(&plan.iptables_restore());
+    let _ = writeln!(
+        out,
+        "\n== {tool} jumps from built-in chains (added once, never duplicated) =="
+    );
+    for j in &plan.jumps {
+        let _ = writeln!(out, "-t {} -A {} {}", j.table, j.from, j.spec());
+    }
+    let _ = writeln!(out, "\n== {ip} rules ==");
+    for r in &plan.ip_rules {
+        let _ = writeln!(out, "{r}");
+    }
+    let _ = writeln!(out, "\n== routes{tag} ==");
+    for r in &plan.routes {
+        let _ = writeln!(out, "{r}");
+    }
+}
+
+fn uplinks(plan: &Plan, tag: &str, out: &mut String) {
+    let _ = writeln!(out, "== uplinks{tag} ==");
     let _ = writeln!(
         out,
         "{:<15} {:<15} {:>3} {:>7} {:>6} {:>4} {:<9} {:>6} {:>7}  address / gateway",
@@ -57,8 +71,8 @@ fn uplinks(plan: &Plan, out: &mut String) {
     }
 }
 
-fn balance(plan: &Plan, out: &mut String) {
-    let _ = writeln!(out, "\n== balance ==");
+fn balance(plan: &Plan, tag: &str, out: &mut String) {
+    let _ = writeln!(out, "\n== balance{tag} ==");
     match &plan.balance {
         Balance::Weighted { tier, members } => {
             let shares: Vec<String> = members
@@ -81,11 +95,11 @@ fn balance(plan: &Plan, out: &mut String) {
     }
 }
 
-fn policies(plan: &Plan, out: &mut String) {
+fn policies(plan: &Plan, tag: &str, out: &mut String) {
     if plan.policies.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\n== policies (first match wins) ==");
+    let _ = writeln!(out, "\n== policies{tag} (first match wins) ==");
     for p in &plan.policies {
         let _ = writeln!(out, "{:<15} {}", p.name, p.decision);
     }

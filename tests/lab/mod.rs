@@ -22,7 +22,7 @@ mod rate;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -204,7 +204,7 @@ impl Lab {
     }
 
     /// A TCP server in `role` that answers every connection with the peer address it saw.
-    pub fn start_echo(&self, role: &str, addr: Ipv4Addr, port: u16) {
+    pub fn start_echo(&self, role: &str, addr: impl Into<IpAddr>, port: u16) {
         serve_echo(&self.ns(role), addr, port);
     }
 
@@ -492,6 +492,13 @@ pub fn ask_peer(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
     read_line(&mut s)?.parse().ok()
 }
 
+/// The same for either family.
+pub fn ask_peer_ip(src: IpAddr, dst: IpAddr, port: u16) -> Option<IpAddr> {
+    let mut s = connect_bound(src, dst, port, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    read_line(&mut s)?.parse().ok()
+}
+
 /// Reads up to the end of a line (the read timeout set on the stream applies).
 pub fn read_line(s: &mut TcpStream) -> Option<String> {
     let mut line = String::new();
@@ -510,81 +517,28 @@ pub fn connect_from(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Option<TcpStream
     connect_bound(src, dst, port, Duration::from_secs(2))
 }
 
-/// std has no bind-before-connect: a non-blocking socket, bound, then connect and poll.
+/// std has no bind-before-connect: a socket of the destination's family, bound to `src`,
+/// then connected with a deadline.
 pub fn connect_bound(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
     port: u16,
     timeout: Duration,
 ) -> Option<TcpStream> {
-    use std::os::fd::FromRawFd;
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            4,
-        );
-        let b = sockaddr(src, 0);
-        if libc::bind(fd, &b as *const _ as *const libc::sockaddr, len) != 0 {
-            return None;
-        }
-        let d = sockaddr(dst, port);
-        let rc = libc::connect(fd, &d as *const _ as *const libc::sockaddr, len);
-        if rc != 0 && *libc::__errno_location() != libc::EINPROGRESS {
-            return None;
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        if libc::poll(&mut pfd, 1, timeout.as_millis() as i32) != 1 {
-            return None;
-        }
-        let mut err: libc::c_int = 0;
-        let mut elen = 4u32;
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut err as *mut _ as *mut libc::c_void,
-            &mut elen,
-        );
-        if err != 0 {
-            return None;
-        }
-        stream.set_nonblocking(false).ok()?;
-        Some(stream)
-    }
-}
-
-fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
+    use socket2::{Domain, Socket, Type};
+    let (src, dst) = (src.into(), dst.into());
+    let to = SocketAddr::new(dst, port);
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).ok()?;
+    s.set_reuse_address(true).ok()?;
+    s.bind(&SocketAddr::new(src, 0).into()).ok()?;
+    s.connect_timeout(&to.into(), timeout).ok()?;
+    Some(s.into())
 }
 
 /// A TCP server in namespace `netns` that first sends the peer address it saw, then echoes
 /// what it receives, for as long as the client keeps the connection.
-pub fn serve_echo(netns: &str, addr: Ipv4Addr, port: u16) {
+pub fn serve_echo(netns: &str, addr: impl Into<IpAddr>, port: u16) {
+    let addr: IpAddr = addr.into();
     let path = format!("/var/run/netns/{netns}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

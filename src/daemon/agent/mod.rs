@@ -256,6 +256,9 @@ impl Agent {
         };
         agent.init_ha();
         agent.rebuild_backends();
+        for line in &first.settings {
+            warn!("{line}");
+        }
         agent.log_warnings(first.warnings);
         agent.rebuild_monitors(&BTreeMap::new(), initial);
         agent.sync_links(Instant::now());

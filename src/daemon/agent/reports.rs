@@ -20,6 +20,7 @@ impl Agent {
         for t in &transitions {
             info!(
                 uplink = %t.uplink,
+                family = %t.family,
                 from = %t.from,
                 to = %t.to,
                 reason = %t.cause,

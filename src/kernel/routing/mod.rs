@@ -27,6 +27,8 @@ pub use model::{Facts, KernelView, PROTO, RouteKey, RuleKey};
 const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
+/// The metric the kernel gives an IPv6 route added without one.
+const IPV6_DEFAULT_METRIC: u32 = 1024;
 /// The kernel has no IPv6 (`ipv6.disable=1`): nothing of ours can be there.
 const EAFNOSUPPORT: i32 = 97;
 
@@ -258,9 +260,17 @@ impl Routing {
             .map(|m| (route_key(&m), m))
             .collect();
         let have_keys: Vec<RouteKey> = have.iter().map(|(k, _)| k.clone()).collect();
-        let wanted = plan
+        let mut wanted = plan
             .map(|p| model::wanted_routes(p, view))
             .unwrap_or_default();
+        if family == Family::Ipv6 {
+            // The kernel stores an IPv6 route of metric 0 with the user default, 1024.
+            for key in &mut wanted {
+                if key.metric == 0 {
+                    key.metric = IPV6_DEFAULT_METRIC;
+                }
+            }
+        }
         let (delete, add) = model::diff(&have_keys, &wanted);
         for key in delete {
             let (_, msg) = have.iter().find(|(k, _)| *k == key).expect("from have");
@@ -535,11 +545,13 @@ fn route_key(route: &RouteMessage) -> RouteKey {
             _ => None,
         })
         .unwrap_or(0);
+    let unreachable = route.header.kind == RouteType::Unreachable;
     RouteKey {
         table: table_of(route),
         gateway: gateway(route),
-        oif: oif(route),
-        unreachable: route.header.kind == RouteType::Unreachable,
+        // The kernel shows an IPv6 unreachable route on `lo`; it has no interface of ours.
+        oif: oif(route).filter(|_| !unreachable),
+        unreachable,
         metric,
     }
 }
