@@ -273,7 +273,7 @@ fn install_times(path: &str) -> Vec<Duration> {
         .map(|_| {
             run(&[bin, "cleanup", "-c", path]);
             let t = Instant::now();
-            rt.block_on(installer.apply(&config, &Default::default(), &Default::default()))
+            rt.block_on(installer.apply(&config, &Default::default()))
                 .unwrap();
             t.elapsed()
         })

@@ -21,10 +21,11 @@
 #   P-lan   fd00:10::10,11,50/64, default via fd00:10::1      P-lan2 fd00:12::10/64
 #   P-rt    lan0 fd00:10::1/64, lan1 fd00:12::1/64; wanN 2001:db8:ff0N::2/64; main
 #           default via fe80::1 dev wanN (what a router advertisement installs)
-#   P-ispN  rt 2001:db8:ff0N::1/64 and fe80::1; routes the prefix 2001:db8:N00::/56 to the
-#           router; upstream 2001:db8:fe0N::1/64; drops customer packets from any other source
+#   P-ispN  rt 2001:db8:ff0N::1/64 and fe80::1; routes the prefixes 2001:db8:N00::/56 and
+#           2001:db8:N80::/56 (a renumbering) to the router; upstream 2001:db8:fe0N::1/64;
+#           drops customer packets from any other source
 #   P-inet  ispN 2001:db8:fe0N::2/64; lo 2001:db8:e::1-2 (probe targets), 2001:db8:e::10
-#           (echo server, port 8000)
+#           and ::20 (echo servers, port 8000)
 set -euo pipefail
 
 cmd=${1:-}; shift || true
@@ -120,20 +121,23 @@ up6() {
     a6 "isp$n" "2001:db8:ff0$n::1/64" rt
     a6 "isp$n" fe80::1/64 rt
     ip -n "$isp" -6 route add "2001:db8:${n}00::/56" via "2001:db8:ff0$n::2"
+    ip -n "$isp" -6 route add "2001:db8:${n}80::/56" via "2001:db8:ff0$n::2"
     a6 "isp$n" "2001:db8:fe0$n::1/64" upstream
     a6 inet "2001:db8:fe0$n::2/64" "isp$n"
     ip -n "$isp" -6 route add default via "2001:db8:fe0$n::2"
     ip -n "$(ns inet)" -6 route add "2001:db8:ff0$n::/64" via "2001:db8:fe0$n::1"
     ip -n "$(ns inet)" -6 route add "2001:db8:${n}00::/56" via "2001:db8:fe0$n::1"
+    ip -n "$(ns inet)" -6 route add "2001:db8:${n}80::/56" via "2001:db8:fe0$n::1"
     in_ns "isp$n" sysctl -qw net.ipv6.conf.all.forwarding=1
     # BCP38: only the customer's link and routed prefix may leave through this ISP.
     in_ns "isp$n" ip6tables -A FORWARD -i rt -s "2001:db8:ff0$n::/64" -j ACCEPT
     in_ns "isp$n" ip6tables -A FORWARD -i rt -s "2001:db8:${n}00::/56" -j ACCEPT
+    in_ns "isp$n" ip6tables -A FORWARD -i rt -s "2001:db8:${n}80::/56" -j ACCEPT
     in_ns "isp$n" ip6tables -A FORWARD -i rt -j DROP
     # What a router advertisement from ISP n would install.
     ip -n "$(ns rt)" -6 route add default via fe80::1 dev "wan$n" metric "$((1023 + n))"
   done
-  for a in 2001:db8:e::1 2001:db8:e::2 2001:db8:e::10; do a6 inet "$a/128" lo; done
+  for a in 2001:db8:e::1 2001:db8:e::2 2001:db8:e::10 2001:db8:e::20; do a6 inet "$a/128" lo; done
 }
 
 down() {

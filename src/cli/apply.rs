@@ -1,6 +1,5 @@
 //! `multiwan apply`: install the plan with every uplink assumed up.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use multiwan::kernel::install::Installer;
@@ -14,9 +13,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
     let applied = rt.block_on(async {
         let installer = Installer::new()?;
         installer.adopt_installed_ids(&mut config).await?;
-        installer
-            .apply(&config, &BTreeMap::new(), &Default::default())
-            .await
+        installer.apply(&config, &Default::default()).await
     })?;
     for w in sysctl::enforce(&config).iter().chain(&applied.warnings) {
         eprintln!("warning: {w}");

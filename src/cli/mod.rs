@@ -6,6 +6,7 @@ mod cleanup;
 mod dnsmasq;
 mod explain;
 mod ha;
+mod ipv6;
 mod plan;
 mod run;
 mod status;
@@ -43,6 +44,8 @@ pub enum Command {
     /// Print or write the dnsmasq drop-in that fills the sets with `domains` (no root
     /// needed to print).
     Dnsmasq(dnsmasq::Args),
+    /// IPv6 at run time: hand over a delegated prefix (from a DHCPv6-PD client's hook).
+    Ipv6(ipv6::Args),
     /// Two routers as a VRRP pair: render keepalived/conntrackd configs, role changes, checks.
     Ha(ha::Args),
 }
@@ -108,6 +111,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(a),
         Command::Dnsmasq(a) => dnsmasq::run(a),
         Command::Ha(a) => ha::run(a),
+        Command::Ipv6(a) => ipv6::run(a),
     }
 }
 

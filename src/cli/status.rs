@@ -8,18 +8,26 @@ use multiwan::control;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Print the documented JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the running daemon listens.
+#[derive(Debug, clap::Args)]
+pub struct SocketArgs {
     /// The config file, to find the control socket in it.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
     /// The control socket (default: from the config, else /run/multiwan/multiwan.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Print the documented JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
-fn socket_path(args: &Args) -> PathBuf {
+/// The control socket: `--socket`, else the config's, else the default.
+pub fn socket_path(args: &SocketArgs) -> PathBuf {
     if let Some(s) = &args.socket {
         return s.clone();
     }
@@ -42,7 +50,7 @@ fn socket_path(args: &Args) -> PathBuf {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = socket_path(&args);
+    let path = socket_path(&args.socket);
     let status = match control::query(&path) {
         Ok(s) => s,
         Err(e) => {

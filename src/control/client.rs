@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::proto::{HA_ROLE, STATUS, Status};
+use super::proto::{HA_ROLE, IPV6_PREFIX, STATUS, Status};
 use crate::ha::Role;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,24 @@ pub fn set_role(path: &Path, role: Role, problem: Option<&str>) -> Result<(), Co
             path: path.to_path_buf(),
             answer: answer.trim().to_string(),
         })
+    }
+}
+
+/// Hands an uplink's delegated IPv6 prefix (None: withdrawn) to the daemon; returns what
+/// it did.
+pub fn set_prefix6(
+    path: &Path,
+    uplink: &str,
+    prefix: Option<ipnet::Ipv6Net>,
+) -> Result<String, ControlError> {
+    let prefix = prefix.map_or("none".to_string(), |p| p.to_string());
+    let answer = ask(path, &format!("{IPV6_PREFIX} {uplink} {prefix}"))?;
+    match answer.trim().strip_prefix("ok: ") {
+        Some(done) => Ok(done.to_string()),
+        None => Err(ControlError::Refused {
+            path: path.to_path_buf(),
+            answer: answer.trim().to_string(),
+        }),
     }
 }
 

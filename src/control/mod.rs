@@ -8,6 +8,6 @@ pub mod proto;
 pub mod render;
 pub mod server;
 
-pub use client::{ControlError, query, set_role};
+pub use client::{ControlError, query, set_prefix6, set_role};
 pub use proto::{HaStatus, Request, Status};
 pub use render::{ago, render};

@@ -162,6 +162,10 @@ pub type StatusRequest = oneshot::Sender<(Status, MarkLayout)>;
 /// and what went wrong on the way, if anything (root only).
 pub const HA_ROLE: &str = "ha-role";
 
+/// `ipv6-prefix UPLINK PREFIX|none`: a DHCPv6-PD client's hook handing over the prefix the
+/// ISP delegated (root only).
+pub const IPV6_PREFIX: &str = "ipv6-prefix";
+
 /// What a control-socket client asks the agent.
 #[derive(Debug)]
 pub enum Request {
@@ -169,4 +173,38 @@ pub enum Request {
     /// The role, and the conntrackd steps that failed (keepalived discards the notify
     /// script's output, so the agent logs them).
     HaRole(Role, Option<String>),
+    /// An uplink's delegated IPv6 prefix (None: withdrawn); answered with what was done,
+    /// or why not.
+    Prefix6 {
+        uplink: String,
+        prefix: Option<ipnet::Ipv6Net>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// The arguments of an `ipv6-prefix` request: an uplink name and a prefix or `none`.
+pub fn parse_prefix6(text: &str) -> Result<(String, Option<ipnet::Ipv6Net>), String> {
+    let (uplink, prefix) = text
+        .trim()
+        .split_once(' ')
+        .ok_or("give an uplink and a prefix (or none)")?;
+    if let Err(e) = crate::config::names::check_name(uplink, 15) {
+        return Err(format!("uplink: {e}"));
+    }
+    let prefix = match prefix.trim() {
+        "none" => None,
+        p => Some(
+            p.parse::<ipnet::Ipv6Net>()
+                .ok()
+                .filter(|n| (1..=64).contains(&n.prefix_len()))
+                .ok_or_else(|| {
+                    format!(
+                        "`{}` is not an IPv6 prefix of /1 to /64",
+                        crate::config::printable(p)
+                    )
+                })?
+                .trunc(),
+        ),
+    };
+    Ok((uplink.to_string(), prefix))
 }

@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::proto::{HA_ROLE, Request, STATUS, Status};
+use super::proto::{HA_ROLE, IPV6_PREFIX, Request, STATUS, Status};
 use crate::config::MarkLayout;
 use crate::ha::Role;
 use crate::ha::conntrackd::SyncCounters;
@@ -189,9 +189,32 @@ async fn answer(
             Err(e) => format!("{e}\n"),
         },
         Some((HA_ROLE, _)) => "permission denied: only root may set the HA role\n".into(),
+        Some((IPV6_PREFIX, rest)) if root => prefix6_answer(&agent, rest).await,
+        Some((IPV6_PREFIX, _)) => "permission denied: only root may hand over a prefix\n".into(),
         _ => "unknown request: try `status`\n".into(),
     };
     let _ = write.write_all(answer.as_bytes()).await;
+}
+
+async fn prefix6_answer(agent: &mpsc::Sender<Request>, args: &str) -> String {
+    let (uplink, prefix) = match super::proto::parse_prefix6(args) {
+        Ok(v) => v,
+        Err(e) => return format!("{e}\n"),
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = Request::Prefix6 {
+        uplink,
+        prefix,
+        reply,
+    };
+    if agent.send(request).await.is_err() {
+        return "the agent is stopping\n".into();
+    }
+    match answer.await {
+        Ok(Ok(done)) => format!("ok: {done}\n"),
+        Ok(Err(why)) => format!("{why}\n"),
+        Err(_) => "the agent is stopping\n".into(),
+    }
 }
 
 fn role_and_problem(text: &str) -> Result<(Role, Option<String>), String> {

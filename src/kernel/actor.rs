@@ -20,9 +20,9 @@ use super::netfilter::{self, Changes, Counters};
 use super::routing::{KernelView, RoutingChanges};
 use super::{conntrack, sysctl};
 use crate::config::Config;
-use crate::health::{Health, Track, Transition};
+use crate::health::Transition;
 use crate::plan::flush::{self, Flush};
-use crate::plan::{Observed, Plan};
+use crate::plan::{Judged, Observed, Plan};
 
 /// Why a desired state was sent; a transaction that merged several has them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,9 +41,8 @@ pub enum Purpose {
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub config: Arc<Config>,
-    /// The health of each family of each uplink.
-    pub health: BTreeMap<Track, Health>,
-    pub backends_down: BTreeSet<(String, usize)>,
+    /// Health, backends found down, prefixes handed over.
+    pub judged: Judged,
     /// Re-read the kernel and repair everything (addresses, routes, drift), rather than
     /// only swapping the chains that changed.
     pub full: bool,
@@ -58,8 +57,7 @@ impl Desired {
     pub fn new(config: Arc<Config>, purpose: Purpose) -> Self {
         Self {
             config,
-            health: BTreeMap::new(),
-            backends_down: BTreeSet::new(),
+            judged: Judged::default(),
             full: matches!(
                 purpose,
                 Purpose::Start | Purpose::Reload | Purpose::Reconcile
@@ -73,8 +71,7 @@ impl Desired {
     /// The latest state wins; what each asked to repair or delete adds up.
     fn merge(&mut self, later: Desired) {
         self.config = later.config;
-        self.health = later.health;
-        self.backends_down = later.backends_down;
+        self.judged = later.judged;
         self.full |= later.full;
         self.flush_for.extend(later.flush_for);
         self.flushes.extend(later.flushes);
@@ -302,8 +299,7 @@ impl Actor {
         desired: &Desired,
         report: &mut Report,
     ) -> bool {
-        observed.set_health(&desired.health);
-        observed.backends_down = desired.backends_down.clone();
+        observed.adopt(&desired.judged);
         let plan = Plan::build(&desired.config, &observed);
         match netfilter::apply_delta(installed, &plan).await {
             Ok(changes) => {
@@ -323,11 +319,7 @@ impl Actor {
 
     /// Re-reads the kernel, plans and installs everything that differs.
     async fn full(&mut self, desired: &Desired, report: &mut Report) {
-        match self
-            .installer
-            .apply(&desired.config, &desired.health, &desired.backends_down)
-            .await
-        {
+        match self.installer.apply(&desired.config, &desired.judged).await {
             Ok(applied) => {
                 report.netfilter.tables.extend(applied.netfilter.tables);
                 report.routing = applied.routing;
@@ -360,6 +352,7 @@ impl Actor {
 mod tests {
     use super::*;
     use crate::health::Cause;
+    use crate::health::{Health, Track};
 
     fn config() -> Arc<Config> {
         Arc::new(
@@ -374,7 +367,7 @@ mod tests {
     fn change(config: &Arc<Config>, a: Health) -> Desired {
         let mut d = Desired::new(config.clone(), Purpose::Change);
         let v4 = |n: &str| Track::new(n, crate::plan::Family::Ipv4);
-        d.health = BTreeMap::from([(v4("a"), a), (v4("b"), Health::Up)]);
+        d.judged.health = BTreeMap::from([(v4("a"), a), (v4("b"), Health::Up)]);
         d.flush_for = vec![Transition {
             uplink: "a".into(),
             family: crate::plan::Family::Ipv4,
@@ -395,7 +388,7 @@ mod tests {
         d.merge(Desired::new(c.clone(), Purpose::Reconcile));
         d.merge(change(&c, Health::Up));
         assert_eq!(
-            d.health[&Track::new("a", crate::plan::Family::Ipv4)],
+            d.judged.health[&Track::new("a", crate::plan::Family::Ipv4)],
             Health::Up,
             "the latest state wins"
         );

@@ -1,14 +1,13 @@
 //! Makes the kernel match a plan, and removes everything multiwan installed. The one place
 //! that sequences the adapters: sets before the rules that use them, stale sets after.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::ipset::{self, IpsetError};
 use super::netfilter::{self, Changes, Counters, NetfilterError};
 use super::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
 use crate::config::Config;
-use crate::health::{Health, Track};
-use crate::plan::{Family, Observed, Plan};
+use crate::plan::{Family, Judged, Observed, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -71,28 +70,22 @@ impl Installer {
         Ok(config.uplinks.iter().map(|u| u.id).ne(before))
     }
 
-    /// Reads what the plan needs from the kernel.
+    /// Reads what the plan needs from the kernel, and adds what the agent judged.
     pub async fn observe(
         &self,
         config: &Config,
-        health: &BTreeMap<Track, Health>,
+        judged: &Judged,
     ) -> Result<(Observed, KernelView, Vec<String>), InstallError> {
         let view = self.routing.view().await?;
         let (mut observed, warnings) = model::observe(config, &view);
-        observed.set_health(health);
+        observed.adopt(judged);
         Ok((observed, view, warnings))
     }
 
     /// Observes, plans and installs: sets, then iptables (one transaction per table, then
     /// verified), then ip rules and routes, then stale sets go.
-    pub async fn apply(
-        &self,
-        config: &Config,
-        health: &BTreeMap<Track, Health>,
-        backends_down: &BTreeSet<(String, usize)>,
-    ) -> Result<Applied, InstallError> {
-        let (mut observed, view, mut warnings) = self.observe(config, health).await?;
-        observed.backends_down = backends_down.clone();
+    pub async fn apply(&self, config: &Config, judged: &Judged) -> Result<Applied, InstallError> {
+        let (observed, view, mut warnings) = self.observe(config, judged).await?;
         let plan = Plan::build(config, &observed);
         let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
         let sets = ipset::update(&all_sets).await?;
@@ -119,7 +112,10 @@ impl Installer {
         let mut removed = Removed::default();
         // Without IPv6 in the kernel there can be nothing of ours in ip6tables.
         let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists();
-        for family in Family::ALL.into_iter().filter(|f| *f == Family::Ipv4 || ipv6) {
+        for family in Family::ALL
+            .into_iter()
+            .filter(|f| *f == Family::Ipv4 || ipv6)
+        {
             match netfilter::cleanup(family).await {
                 Ok(changes) => removed.netfilter.tables.extend(changes.tables),
                 Err(e) => removed.errors.push(e.into()),

@@ -186,7 +186,10 @@ mod tests {
         let names: Vec<String> = problems.iter().map(Problem::name).collect();
         assert_eq!(
             names,
-            ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.wan1.accept_ra"],
+            [
+                "net.ipv6.conf.all.forwarding",
+                "net.ipv6.conf.wan1.accept_ra"
+            ],
             "a static gateway6 needs no advertisements"
         );
     }

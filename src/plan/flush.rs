@@ -30,6 +30,9 @@ pub enum FlushReason {
     UplinkBack,
     /// This node became the HA master while the uplink was down.
     HaTakeover { uplink: String },
+    /// The uplink's delegated IPv6 prefix changed: connections translated to the old one
+    /// are dead.
+    PrefixChanged { uplink: String },
 }
 
 impl fmt::Display for FlushReason {
@@ -44,6 +47,10 @@ impl fmt::Display for FlushReason {
             FlushReason::HaTakeover { uplink } => write!(
                 f,
                 "this node took over as HA master while {uplink} was down"
+            ),
+            FlushReason::PrefixChanged { uplink } => write!(
+                f,
+                "the IPv6 prefix of {uplink} changed: its translated connections are dead"
             ),
         }
     }

@@ -104,6 +104,16 @@ impl<T: Serialize> Serialize for Resolved<T> {
     }
 }
 
+/// What the agent knows that the kernel cannot tell it: each family's health of each
+/// uplink, the port-forward backends found down, and the IPv6 prefixes DHCPv6-PD clients
+/// handed over. The kernel actor plans with it on top of what it reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Judged {
+    pub health: BTreeMap<crate::health::Track, Health>,
+    pub backends_down: std::collections::BTreeSet<(String, usize)>,
+    pub prefixes: BTreeMap<String, Ipv6Net>,
+}
+
 /// What is known about the world when planning: uplink health and what the kernel says.
 /// The top level is IPv4; `v6` holds the same for IPv6.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +191,15 @@ impl Observed {
             (Family::Ipv4, _) => std::borrow::Cow::Borrowed(self),
             (Family::Ipv6, Some(v6)) => std::borrow::Cow::Borrowed(v6),
             (Family::Ipv6, None) => std::borrow::Cow::Owned(Observed::default()),
+        }
+    }
+
+    /// Takes what the agent judged (see [`Judged`]).
+    pub fn adopt(&mut self, judged: &Judged) {
+        self.set_health(&judged.health);
+        self.backends_down = judged.backends_down.clone();
+        if !judged.prefixes.is_empty() || self.v6.is_some() {
+            self.v6_mut().prefixes = judged.prefixes.clone();
         }
     }
 

@@ -36,6 +36,28 @@ pub const TARGETS: [Ipv4Addr; 2] = [
 ];
 pub const SET_MEMBER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+/// The dual-stack lab's IPv6 addresses (`Lab::dual`).
+pub const ECHO6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 0x10);
+pub const SET_MEMBER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 0x20);
+pub const TARGETS6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 2),
+];
+pub const LAN_CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x10);
+
+/// ISP `n`'s address of the router (what masquerade shows the internet).
+pub fn uplink_addr6(n: usize) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0xff00 + n as u16,
+        0,
+        0,
+        0,
+        0,
+        2,
+    ))
+}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -66,6 +88,8 @@ pub fn gateway_addr(n: usize) -> Ipv4Addr {
 pub struct Lab {
     pub prefix: String,
     pub isps: usize,
+    /// Dual-stack (see `scripts/lab.sh --ipv6`).
+    pub ipv6: bool,
     children: Vec<Child>,
     dir: PathBuf,
 }
@@ -73,6 +97,15 @@ pub struct Lab {
 impl Lab {
     /// Builds a lab with `isps` ISPs (1..=9).
     pub fn new(isps: usize) -> Lab {
+        Self::build_lab(isps, false)
+    }
+
+    /// The same lab with IPv6 too.
+    pub fn dual(isps: usize) -> Lab {
+        Self::build_lab(isps, true)
+    }
+
+    fn build_lab(isps: usize, ipv6: bool) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("mwt{}x{n}", std::process::id() % 1_000_000);
         let dir = std::env::temp_dir().join(&prefix);
@@ -80,6 +113,7 @@ impl Lab {
         let mut lab = Lab {
             prefix,
             isps,
+            ipv6,
             children: Vec::new(),
             dir,
         };
@@ -95,7 +129,7 @@ impl Lab {
     fn build(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh");
         let isps = self.isps.to_string();
-        run(&[
+        let mut argv = vec![
             script,
             "up",
             "--prefix",
@@ -103,7 +137,11 @@ impl Lab {
             "--isps",
             &isps,
             "--no-servers",
-        ]);
+        ];
+        if self.ipv6 {
+            argv.push("--ipv6");
+        }
+        run(&argv);
     }
 
     fn roles(&self) -> Vec<String> {
@@ -226,10 +264,39 @@ impl Lab {
             .expect("identity server did not start");
     }
 
-    /// The standard internet echo server.
+    /// The standard internet echo servers (IPv6 ones too in a dual-stack lab).
     pub fn start_internet_echo(&self) {
         self.start_echo("inet", ECHO, ECHO_PORT);
         self.start_echo("inet", SET_MEMBER, ECHO_PORT);
+        if self.ipv6 {
+            self.start_echo("inet", ECHO6, ECHO_PORT);
+            self.start_echo("inet", SET_MEMBER6, ECHO_PORT);
+        }
+    }
+
+    /// Opens `count` TCP connections of either family from the LAN; the address the
+    /// server saw for each (None for a failed connection).
+    pub fn connect_many_ip(
+        &self,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+        port: u16,
+        count: usize,
+    ) -> Vec<Option<IpAddr>> {
+        let (src, dst) = (src.into(), dst.into());
+        self.in_ns("lan", move || {
+            (0..count).map(|_| ask_peer_ip(src, dst, port)).collect()
+        })
+    }
+
+    /// How `n` new IPv6 connections from the LAN client to the echo server were seen.
+    pub fn seen6(&self, n: usize) -> HashMap<IpAddr, usize> {
+        let mut out = HashMap::new();
+        for s in self.connect_many_ip(LAN_CLIENT6, ECHO6, ECHO_PORT, n) {
+            *out.entry(s.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+                .or_insert(0) += 1;
+        }
+        out
     }
 
     /// Opens `count` TCP connections from the LAN and returns the address the server saw
@@ -254,6 +321,13 @@ impl Lab {
         )));
         out.push_str(&self.exec_ok(role, &["ip", "-4", "rule", "show"]));
         out.push_str(&self.exec_ok(role, &["ip", "-4", "route", "show", "table", "all"]));
+        if self.ipv6 {
+            out.push_str(&strip_empty_tables(&strip_counters(
+                &self.exec_ok(role, &["ip6tables-save"]),
+            )));
+            out.push_str(&self.exec_ok(role, &["ip", "-6", "rule", "show"]));
+            out.push_str(&self.exec_ok(role, &["ip", "-6", "route", "show", "table", "all"]));
+        }
         // Set members in a stable order; the hash seed changes with every swap.
         let mut sets: Vec<String> = self
             .exec_ok(role, &["ipset", "save"])

@@ -7,6 +7,7 @@
 
 mod backends;
 mod ha;
+mod ipv6;
 mod links;
 mod probing;
 mod reports;
@@ -83,6 +84,9 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
                     let _ = reply.send((agent.status(), agent.config.marks));
                 }
                 Request::HaRole(role, problem) => agent.set_role(role, problem),
+                Request::Prefix6 { uplink, prefix, reply } => {
+                    let _ = reply.send(agent.set_prefix6(&uplink, prefix));
+                }
             },
             Some(ev) = kernel_events.recv() => agent.on_kernel(ev),
             _ = tokio::time::sleep_until(wake) => {}
@@ -173,6 +177,8 @@ struct Agent {
     /// The config a reload replaced, until the actor has installed the new one.
     previous: Option<Arc<Config>>,
     last_reload: Option<status::Reload>,
+    /// IPv6 prefixes DHCPv6-PD clients handed over (`multiwan ipv6 prefix`), by uplink.
+    prefixes: BTreeMap<String, ipnet::Ipv6Net>,
     /// Each ipset's member counts, as the last full pass read them.
     set_counts: BTreeMap<String, crate::kernel::ipset::Count>,
     /// Since when the probes are not judged: multiwan's own rules or routes are being
@@ -206,7 +212,7 @@ impl Agent {
         let config = Arc::new(config);
         let initial = initial_health(&config);
         let mut desired = Desired::new(config.clone(), Purpose::Start);
-        desired.health = config
+        desired.judged.health = config
             .uplinks
             .iter()
             .flat_map(|u| {
@@ -251,6 +257,7 @@ impl Agent {
             previous: None,
             last_reload: None,
             set_counts: BTreeMap::new(),
+            prefixes: BTreeMap::new(),
             holding: None,
             config,
         };
@@ -316,9 +323,17 @@ impl Agent {
     /// What the kernel should hold now.
     fn desired(&self, purpose: Purpose) -> Desired {
         let mut d = Desired::new(self.config.clone(), purpose);
-        d.health = self.all_health();
-        d.backends_down = self.backends_down.clone();
+        d.judged = self.judged();
         d
+    }
+
+    /// What the agent knows that the kernel cannot tell (see [`crate::plan::Judged`]).
+    fn judged(&self) -> crate::plan::Judged {
+        crate::plan::Judged {
+            health: self.all_health(),
+            backends_down: self.backends_down.clone(),
+            prefixes: self.prefixes.clone(),
+        }
     }
 
     fn initial(&self) -> Health {

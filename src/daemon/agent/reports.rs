@@ -133,8 +133,7 @@ impl Agent {
     /// what status and metrics show, the same value the actor installs.
     pub(super) fn replan(&mut self) {
         let mut observed = self.observed.clone();
-        observed.set_health(&self.all_health());
-        observed.backends_down = self.backends_down.clone();
+        observed.adopt(&self.judged());
         self.plan = Plan::build(&self.config, &observed);
     }
 
