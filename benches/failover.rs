@@ -3,6 +3,8 @@
 //!    the first and to all new LAN connections leaving by ISP 2 (backup), for multiwan with
 //!    its defaults and for a naive monitor (a shell loop of `ping` every second that
 //!    switches the default route and flushes conntrack after 3 losses), same lab, same run.
+//!    The lab is dual-stack: multiwan's trials are run for IPv4 and, in the same run, for
+//!    IPv6 (ISP 1 black-holes only IPv6; new IPv6 connections are timed).
 //! 2. The daemon's CPU and peak RSS while probing 4 uplinks x 2 targets for a minute.
 //! 3. Probe RTT on idle uplinks while the daemon keeps a 1000-pin rule set (its reconcile
 //!    re-reads and compares every rule each second), against the same daemon with no pins:
@@ -21,7 +23,7 @@
 mod lab;
 
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,11 +56,11 @@ fn main() {
         .collect();
     let wanted = |s: &str| named.is_empty() || named.iter().any(|n| n == s);
     if wanted("outage") {
-        let lab = Lab::new(2);
+        let lab = Lab::dual(2);
         lab.start_internet_echo();
-        let ours = multiwan_trials(&lab);
+        let (ours, ours6) = multiwan_trials(&lab);
         let naive = naive_trials(&lab);
-        report(&ours, &naive);
+        report(&ours, &ours6, &naive);
     }
     if wanted("cost") {
         resources();
@@ -77,25 +79,64 @@ fn main() {
 /// One outage: (to first, to all) new connections via the backup.
 type Trial = (Duration, Duration);
 
+/// Dual-stack uplinks with the default probe settings; each family has two targets.
 const CONFIG: &str = "lan_interfaces: [lan0]
 uplinks:
-  - {name: primary, interface: wan1, gateway: 100.64.1.1, tier: 1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
-  - {name: backup, interface: wan2, gateway: 100.64.2.1, tier: 2, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+  - {name: primary, interface: wan1, gateway: 100.64.1.1, gateway6: auto, tier: 1, probe: {targets: [198.51.100.1, 198.51.100.2, '2001:db8:e::1', '2001:db8:e::2']}}
+  - {name: backup, interface: wan2, gateway: 100.64.2.1, gateway6: auto, tier: 2, probe: {targets: [198.51.100.1, 198.51.100.2, '2001:db8:e::1', '2001:db8:e::2']}}
 ";
 
-fn multiwan_trials(lab: &Lab) -> Vec<Trial> {
+/// multiwan's IPv4 trials, then its IPv6 trials, with one daemon.
+fn multiwan_trials(lab: &Lab) -> (Vec<Trial>, Vec<Trial>) {
     let path = lab.file("failover.yaml", CONFIG);
     let daemon = lab.daemon(&path);
-    let mut out = Vec::new();
+    let mut v4 = Vec::new();
     for i in 0..TRIALS {
-        wait_all_via(lab, uplink_addr(1), Duration::from_secs(15));
-        let trial = outage(lab, i);
+        wait_all_via(lab, uplink_addr(1).into(), Duration::from_secs(15));
+        let trial = outage(lab, i, Family::V4);
         lab.blackhole(1, false);
-        out.push(trial);
+        v4.push(trial);
+    }
+    let mut v6 = Vec::new();
+    for i in 0..TRIALS {
+        wait_all_via(lab, lab::uplink_addr6(1), Duration::from_secs(15));
+        let trial = outage(lab, i, Family::V6);
+        lab.blackhole6(1, false);
+        v6.push(trial);
     }
     drop(daemon);
     lab.multiwan_ok(&["cleanup", "-c", &path.to_string_lossy()]);
-    out
+    (v4, v6)
+}
+
+/// Which family an outage cuts and times.
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn client(self) -> (IpAddr, IpAddr) {
+        match self {
+            Family::V4 => (LAN_CLIENT.into(), ECHO.into()),
+            Family::V6 => (lab::LAN_CLIENT6.into(), lab::ECHO6.into()),
+        }
+    }
+
+    fn backup(self) -> IpAddr {
+        match self {
+            Family::V4 => uplink_addr(2).into(),
+            Family::V6 => lab::uplink_addr6(2),
+        }
+    }
+
+    fn blackhole(self, lab: &Lab, on: bool) {
+        match self {
+            Family::V4 => lab.blackhole(1, on),
+            Family::V6 => lab.blackhole6(1, on),
+        }
+    }
 }
 
 /// What the tutorials do: ping the primary's gateway side every second, and after three
@@ -145,7 +186,7 @@ fn naive_trials(lab: &Lab) -> Vec<Trial> {
             ],
         );
         lab.exec_ok("rt", &["conntrack", "-F"]);
-        wait_all_via(lab, uplink_addr(1), Duration::from_secs(5));
+        wait_all_via(lab, uplink_addr(1).into(), Duration::from_secs(5));
         let mut monitor: Child = Command::new("ip")
             .args(["netns", "exec", &lab.ns("rt"), "bash", "-c", NAIVE])
             .stdout(Stdio::null())
@@ -154,7 +195,7 @@ fn naive_trials(lab: &Lab) -> Vec<Trial> {
             .unwrap();
         // Let the loop reach a random phase, as a real outage would.
         std::thread::sleep(Duration::from_millis(1200));
-        out.push(outage(lab, i));
+        out.push(outage(lab, i, Family::V4));
         lab.blackhole(1, false);
         let _ = monitor.kill();
         let _ = monitor.wait();
@@ -162,10 +203,14 @@ fn naive_trials(lab: &Lab) -> Vec<Trial> {
     out
 }
 
-fn wait_all_via(lab: &Lab, addr: Ipv4Addr, limit: Duration) {
+fn wait_all_via(lab: &Lab, addr: IpAddr, limit: Duration) {
     let start = Instant::now();
+    let (src, dst) = match addr {
+        IpAddr::V4(_) => Family::V4.client(),
+        IpAddr::V6(_) => Family::V6.client(),
+    };
     while start.elapsed() < limit {
-        let seen = lab.connect_many(LAN_CLIENT, ECHO, ECHO_PORT, 5);
+        let seen = lab.connect_many_ip(src, dst, ECHO_PORT, 5);
         if seen.iter().all(|s| *s == Some(addr)) {
             return;
         }
@@ -174,22 +219,22 @@ fn wait_all_via(lab: &Lab, addr: Ipv4Addr, limit: Duration) {
     panic!("traffic did not return to {addr}");
 }
 
-/// Black-holes ISP 1 after a pseudo-random delay and times new connections (one attempt
-/// every 10 ms, 60 ms connect timeout: the lab's RTT is well under 1 ms) until ten in a row
-/// left by ISP 2.
-fn outage(lab: &Lab, trial: usize) -> Trial {
+/// Black-holes ISP 1 (one family) after a pseudo-random delay and times new connections of
+/// that family (one attempt every 10 ms, 60 ms connect timeout: the lab's RTT is well under
+/// 1 ms) until ten in a row left by ISP 2.
+fn outage(lab: &Lab, trial: usize, family: Family) -> Trial {
     std::thread::sleep(Duration::from_millis(137 * (trial as u64 * 7 % 10)));
     let stop = Arc::new(AtomicBool::new(false));
     let path = format!("/var/run/netns/{}", lab.ns("lan"));
     let flag = stop.clone();
     let t0 = Instant::now();
-    lab.blackhole(1, true);
+    family.blackhole(lab, true);
     let client = std::thread::spawn(move || {
         lab::enter_netns(&path);
         let mut attempts: Vec<(Duration, bool)> = Vec::new();
         while !flag.load(Ordering::Relaxed) {
             let at = t0.elapsed();
-            let via_backup = probe_once() == Some(uplink_addr(2));
+            let via_backup = probe_once(family) == Some(family.backup());
             attempts.push((at, via_backup));
             let tail = attempts.iter().rev().take(10);
             if attempts.len() >= 10 && tail.clone().all(|a| a.1) {
@@ -214,8 +259,9 @@ fn outage(lab: &Lab, trial: usize) -> Trial {
     (first, all)
 }
 
-fn probe_once() -> Option<Ipv4Addr> {
-    let mut s = lab::connect_bound(LAN_CLIENT, ECHO, ECHO_PORT, Duration::from_millis(60))?;
+fn probe_once(family: Family) -> Option<IpAddr> {
+    let (src, dst) = family.client();
+    let mut s = lab::connect_bound(src, dst, ECHO_PORT, Duration::from_millis(60))?;
     s.set_read_timeout(Some(Duration::from_millis(60))).ok()?;
     let mut buf = [0u8; 32];
     let n = s.read(&mut buf).ok()?;
@@ -228,9 +274,11 @@ fn stats(v: &[Duration]) -> (f64, f64) {
     ((s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0, s[s.len() - 1])
 }
 
-fn report(ours: &[Trial], naive: &[Trial]) {
+fn report(ours: &[Trial], ours6: &[Trial], naive: &[Trial]) {
     let (of, ofw) = stats(&ours.iter().map(|t| t.0).collect::<Vec<_>>());
     let (oa, oaw) = stats(&ours.iter().map(|t| t.1).collect::<Vec<_>>());
+    let (sf, sfw) = stats(&ours6.iter().map(|t| t.0).collect::<Vec<_>>());
+    let (sa, saw) = stats(&ours6.iter().map(|t| t.1).collect::<Vec<_>>());
     let (nf, nfw) = stats(&naive.iter().map(|t| t.0).collect::<Vec<_>>());
     let (na, naw) = stats(&naive.iter().map(|t| t.1).collect::<Vec<_>>());
     println!("## Hard outage of the primary, {TRIALS} times (seconds from the outage)");
@@ -239,7 +287,10 @@ fn report(ours: &[Trial], naive: &[Trial]) {
     );
     println!("|---|---|---|---|---|");
     println!(
-        "| multiwan (defaults: 500 ms, 2 targets, down after 3) | {of:.2} | {ofw:.2} | {oa:.2} | {oaw:.2} |"
+        "| multiwan, IPv4 (defaults: 500 ms, 2 targets, down after 3) | {of:.2} | {ofw:.2} | {oa:.2} | {oaw:.2} |"
+    );
+    println!(
+        "| multiwan, IPv6 (the same uplinks' IPv6 side; only IPv6 cut) | {sf:.2} | {sfw:.2} | {sa:.2} | {saw:.2} |"
     );
     println!("| naive loop (ping every 1 s, 3 losses) | {nf:.2} | {nfw:.2} | {na:.2} | {naw:.2} |");
     println!(
@@ -247,7 +298,14 @@ fn report(ours: &[Trial], naive: &[Trial]) {
         nf / of,
         na / oa
     );
-    println!("Every trial, multiwan (first, all): {}", fmt_trials(ours));
+    println!(
+        "Every trial, multiwan IPv4 (first, all): {}",
+        fmt_trials(ours)
+    );
+    println!(
+        "Every trial, multiwan IPv6 (first, all): {}",
+        fmt_trials(ours6)
+    );
     println!("Every trial, naive (first, all): {}", fmt_trials(naive));
     println!();
 }
@@ -627,8 +685,8 @@ fn load() {
 fn trials(lab: &Lab, n: usize) -> Vec<Trial> {
     (0..n)
         .map(|i| {
-            wait_all_via(lab, uplink_addr(1), Duration::from_secs(15));
-            let t = outage(lab, i);
+            wait_all_via(lab, uplink_addr(1).into(), Duration::from_secs(15));
+            let t = outage(lab, i, Family::V4);
             lab.blackhole(1, false);
             t
         })

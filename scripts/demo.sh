@@ -32,6 +32,8 @@ trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
 
 in_ns() { local n=$1; shift; ip netns exec "$prefix-$n" "$@"; }
 FIBRE=100.64.1.2 CABLE=100.64.2.2
+# socat prints an IPv6 peer in full, in brackets.
+FIBRE6='[2001:0db8:ff01:0000:0000:0000:0000:0002]' CABLE6='[2001:0db8:ff02:0000:0000:0000:0000:0002]'
 
 # ask SRC DST N: opens N new TCP connections and prints the uplink address the server saw for
 # each ("-" for a connection that failed).
@@ -41,11 +43,19 @@ ask() {
     echo "${a:--}"
   done' _ "$1" "$2" "$3"
 }
-count() { grep -cx "$1" || true; }
+# ask6 SRC DST N: the same over IPv6.
+ask6() {
+  in_ns lan bash -c 'for i in $(seq "$3"); do
+    a=$(socat -T1 - "TCP6:[$2]:8000,bind=[$1],connect-timeout=0.3" </dev/null 2>/dev/null | head -1)
+    echo "${a:--}"
+  done' _ "$1" "$2" "$3"
+}
+count() { grep -Fcx "$1" || true; }
 bar() { printf '%*s' "$1" '' | tr ' ' '#'; }
 
-step "setting up: a LAN, the router, ISP fibre (70 %) and ISP cable (30 %), an internet"
-"$root/scripts/lab.sh" up --prefix "$prefix" --isps 2 >/dev/null
+step "setting up: a dual-stack LAN, the router, ISP fibre (70 %) and ISP cable (30 %), an internet"
+"$root/scripts/lab.sh" up --prefix "$prefix" --isps 2 --ipv6 >/dev/null
+in_ns inet setsid socat "TCP6-LISTEN:8000,bind=[2001:db8:e::10],fork,reuseaddr" SYSTEM:'echo $SOCAT_PEERADDR; cat' </dev/null >/dev/null 2>&1 &
 cp profiles/home-dual-wan.yaml "$work/multiwan.yaml"
 echo "control: {socket: $work/multiwan.sock}" >> "$work/multiwan.yaml"
 "$bin" check -c "$work/multiwan.yaml"
@@ -67,6 +77,10 @@ for second in 1 2 3 4 5; do
 done
 share=$((fibre * 100 / (fibre + cable)))
 if [ "$share" -ge 55 ] && [ "$share" -le 85 ] && [ "$cable" -gt 0 ]; then ok "fibre carried $share % of 100 connections (weight 70 %)"; else bad "fibre carried $share %"; fi
+seen6=$(ask6 fd00:10::10 2001:db8:e::10 100)
+fibre6=$(count $FIBRE6 <<<"$seen6") cable6=$(count $CABLE6 <<<"$seen6")
+printf '  IPv6     fibre %-20s %3d   cable %-20s %3d\n' "$(bar $((fibre6 / 5)))" "$fibre6" "$(bar $((cable6 / 5)))" "$cable6"
+if [ "$fibre6" -ge 55 ] && [ "$fibre6" -le 85 ] && [ "$cable6" -gt 0 ]; then ok "over IPv6 too: fibre carried $fibre6 of 100 connections"; else bad "IPv6: fibre $fibre6, cable $cable6"; fi
 
 step "2. pinned traffic stays on its ISP"
 console=$(ask 10.0.0.50 192.0.2.10 20)
@@ -78,6 +92,7 @@ echo "  multiwan explain --src 10.0.0.50 --dst 192.0.2.10 says:"
 
 step "3. ISP fibre fails (it silently drops everything; its link stays up)"
 in_ns isp1 iptables -I FORWARD -j DROP
+in_ns isp1 ip6tables -I FORWARD -j DROP
 t0=$(date +%s%N)
 detected= streak=0
 while [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 10000 ]; do
@@ -94,9 +109,13 @@ done
 moved=$(( ($(date +%s%N) - t0) / 1000000 ))
 if [ -n "$detected" ] && [ "$streak" -ge 10 ]; then ok "outage detected after ${detected} ms; every new connection uses cable"; else bad "traffic did not move to cable"; fi
 grep -o 'chains=[^ ]* balance=[^=]*took_ms="[0-9.]*"' "$work/daemon.log" | head -1 | sed 's/^/  rules swapped: /'
+for _ in $(seq 50); do grep "uplink=fibre from=up to=down" "$work/daemon.log" | grep -q family=ipv6 && break; sleep 0.1; done
+seen6=$(ask6 fd00:10::10 2001:db8:e::10 10)
+if [ "$(count $CABLE6 <<<"$seen6")" = 10 ]; then ok "IPv6 failed over on its own probes: 10 of 10 new IPv6 connections use cable"; else bad "IPv6 after the outage: $(echo $seen6)"; fi
 
 step "4. ISP fibre comes back"
 in_ns isp1 iptables -D FORWARD -j DROP
+in_ns isp1 ip6tables -D FORWARD -j DROP
 t1=$(date +%s%N)
 for _ in $(seq 100); do grep -q "uplink=fibre from=down to=up" "$work/daemon.log" && break; sleep 0.1; done
 back=$(( ($(date +%s%N) - t1) / 1000000 ))

@@ -61,7 +61,8 @@ fn demo_shows_all_five_steps_and_exits_0() {
             "All five steps behaved as shown.",
         ],
     );
-    assert_eq!(text.matches("  ok: ").count(), 6, "{text}");
+    assert_eq!(text.matches("  ok: ").count(), 8, "{text}");
+    assert!(text.contains("ok: over IPv6 too"), "{text}");
 }
 
 #[test]

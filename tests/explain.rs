@@ -205,3 +205,63 @@ fn unknown_down_uplink_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--down dsl: no such uplink"));
 }
+
+#[test]
+fn ipv6_connections_are_explained_in_their_family() {
+    let dir = std::env::temp_dir().join(format!("mw-explain6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dual.yaml");
+    std::fs::write(
+        &path,
+        "lan_interfaces: [lan0]
+uplinks:
+  - {name: a, interface: wan1, gateway: 10.1.0.1, gateway6: 'fe80::1'}
+  - {name: b, interface: wan2, gateway: 10.2.0.1, gateway6: 'fe80::2'}
+policies:
+  - {name: phone, match: {source: 'fd00::50'}, uplink: b}
+",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_multiwan"))
+            .args(["explain", "-c", path.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, _) = run(&["--src", "fd00::50", "--dst", "2001:db8::1"]);
+    assert_eq!(code, Some(0));
+    assert!(text.starts_with("uplink b"), "{text}");
+    assert!(text.contains("policy phone matches: pinned to b"), "{text}");
+    assert!(text.contains("default via fe80::2 dev wan2"), "{text}");
+    let (_, text, _) = run(&[
+        "--src",
+        "fd00::50",
+        "--dst",
+        "2001:db8::1",
+        "--down",
+        "b:ipv6",
+    ]);
+    assert!(text.contains("b is down: balanced instead"), "{text}");
+    assert!(text.starts_with("uplink a"), "{text}");
+    let (_, text, _) = run(&[
+        "--src",
+        "10.0.0.50",
+        "--dst",
+        "192.0.2.1",
+        "--down",
+        "b:ipv6",
+    ]);
+    assert!(
+        text.contains("a 50.0 %, b 50.0 %"),
+        "IPv4 untouched: {text}"
+    );
+    let (code, _, err) = run(&["--src", "fd00::50", "--dst", "192.0.2.1"]);
+    assert_eq!(code, Some(2), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

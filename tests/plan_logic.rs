@@ -323,3 +323,117 @@ fn explain_names_the_pin_policy_behind_a_set() {
     assert_eq!(e.verdict, "uplink a");
     assert!(e.text().contains("policy net matches"), "{}", e.text());
 }
+
+const DUAL: &str = "
+lan_interfaces: [lan0]
+lan_prefix6: 'fd00:10::/64'
+uplinks:
+  - {name: a, interface: wan1, gateway: 10.1.0.1, gateway6: 'fe80::1', weight: 60}
+  - {name: b, interface: wan2, gateway: 10.2.0.1, gateway6: 'fe80::2', nat6: npt, prefix6: '2001:db8:200::/56', weight: 40}
+  - {name: c, interface: wan3, gateway: 10.3.0.1, gateway6: auto, nat6: none, tier: 2}
+  - {name: d, interface: wan4, gateway: 10.4.0.1, tier: 2}
+policies:
+  - {name: both, match: {source: [10.0.0.5, 'fd00:10::5']}, uplink: b}
+  - {name: v4-only, match: {destination: 192.0.2.0/24}, uplink: a}
+  - {name: to-d, match: {source: 'fd00:10::9'}, uplink: d}
+";
+
+fn ipv6_rules(plan: &Plan) -> Vec<String> {
+    plan.v6
+        .as_ref()
+        .expect("an IPv6 plan")
+        .iptables_restore()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn ipv6_is_planned_from_the_uplinks_and_policies_that_carry_it() {
+    let c = config(DUAL);
+    let mut observed = Observed::default();
+    observed
+        .v6_mut()
+        .prefixes
+        .insert("c".into(), "2001:db8:300::/56".parse().unwrap());
+    let plan = Plan::build(&c, &observed);
+    let v6 = plan.v6.as_ref().unwrap();
+    let names: Vec<&str> = v6.uplinks.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"], "d has no IPv6");
+    // a and b share 60/40; c (nat6: none) never carries balanced IPv6.
+    assert_eq!(shares(v6), [("a".to_string(), 0.6), ("b".to_string(), 0.4)]);
+    let rules = ipv6_rules(&plan);
+    let has = |needle: &str| rules.iter().any(|r| r.contains(needle));
+    assert!(has(
+        "-s fd00:10::5/128 -m mark --mark 0x0/0xff00 -m comment --comment \"multiwan policy both\""
+    ));
+    assert!(
+        !has("policy v4-only"),
+        "an IPv4-only policy matches no IPv6"
+    );
+    assert!(has(
+        "-A MULTIWAN_POSTROUTING -o wan1 -m comment --comment \"multiwan nat6 a\" -j MASQUERADE"
+    ));
+    assert!(has(
+        "-A MULTIWAN_POSTROUTING -s fd00:10::/64 -o wan2 -m comment --comment \"multiwan npt b\" -j NETMAP --to 2001:db8:200::/56"
+    ));
+    assert!(!has("nat6 c"), "nat6: none translates nothing");
+    assert!(has(
+        "-A MULTIWAN_LAN -s 2001:db8:300::/56 -m comment --comment \"multiwan prefix c\" -j MARK --set-xmark 0x300/0xff00"
+    ));
+    // A policy pinned to an uplink without IPv6 falls back for IPv6.
+    let to_d = v6.policies.iter().find(|p| p.name == "to-d").unwrap();
+    assert_eq!(
+        to_d.decision,
+        Decision::FallbackBalance { uplink: "d".into() }
+    );
+    // The IPv4 plan is not touched by IPv6 networks.
+    let v4 = plan.iptables_restore();
+    assert!(!v4.contains("fd00"), "{v4}");
+    assert!(v4.contains("-s 10.0.0.5/32"), "{v4}");
+}
+
+#[test]
+fn ipv6_connected_set_keeps_link_local_and_multicast_on_the_main_table() {
+    let c = config(DUAL);
+    let mut observed = Observed {
+        connected: Some(vec!["10.0.0.0/24".parse().unwrap()]),
+        ..Default::default()
+    };
+    observed.v6_mut().connected = Some(vec!["fd00:10::/64".parse().unwrap()]);
+    let plan = Plan::build(&c, &observed);
+    let sets = plan.ipset_restore();
+    for member in ["fd00:10::/64", "fe80::/10", "ff00::/8"] {
+        assert!(
+            sets.contains(&format!("add multiwan6_connected {member} -exist")),
+            "{sets}"
+        );
+    }
+    assert!(sets.contains("create multiwan6_connected hash:net family inet6 -exist"));
+}
+
+#[test]
+fn ipv6_health_is_its_own() {
+    let c = config(DUAL);
+    let mut observed = Observed::default();
+    observed.v6_mut().health.insert("a".into(), Health::Down);
+    let plan = Plan::build(&c, &observed);
+    assert_eq!(
+        shares(&plan),
+        [("a".to_string(), 0.6), ("b".to_string(), 0.4)],
+        "IPv4 keeps both"
+    );
+    assert_eq!(
+        shares(plan.v6.as_ref().unwrap()),
+        [("b".to_string(), 1.0)],
+        "IPv6 moves off a"
+    );
+    // With a and b down, c's tier is next, but c (nat6: none) carries only its prefix.
+    observed.v6_mut().health.insert("b".into(), Health::Down);
+    let plan = Plan::build(&c, &observed);
+    assert!(
+        shares(plan.v6.as_ref().unwrap()).is_empty(),
+        "{:?}",
+        plan.v6.as_ref().unwrap().balance
+    );
+}

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use super::Health;
-use crate::config::{Config, Uplink, WhenAllDown};
+use super::{Family, Health};
+use crate::config::{Config, Nat6, Uplink, WhenAllDown};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Member {
@@ -49,9 +49,12 @@ pub fn effective_health(config: &Config, health: impl Fn(&Uplink) -> Health) -> 
     states
 }
 
-/// The balance over the best tier that has a usable uplink.
-pub fn balance(config: &Config, states: &[Health]) -> Balance {
-    let usable = |i: usize| states[i] != Health::Down;
+/// The balance over the best tier that has a usable uplink. An IPv6 side with `nat6: none`
+/// is never balanced onto: only connections from its own prefix may use it.
+pub fn balance(config: &Config, family: Family, states: &[Health]) -> Balance {
+    let balanced =
+        |u: &Uplink| family == Family::Ipv4 || u.ipv6.as_ref().is_none_or(|s| s.nat != Nat6::None);
+    let usable = |i: usize| states[i] != Health::Down && balanced(&config.uplinks[i]);
     let best_tier = (0..config.uplinks.len())
         .filter(|&i| usable(i))
         .map(|i| config.uplinks[i].tier)

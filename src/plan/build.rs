@@ -33,7 +33,7 @@ fn build_family(config: &Config, family: Family, observed: &Observed) -> Plan {
         .collect();
     let all_down = observed_health.iter().all(|h| *h == Health::Down);
     let states = balance::effective_health(config, |u| observed.health_of(config, u));
-    let balance = balance::balance(config, &states);
+    let balance = balance::balance(config, family, &states);
     let policies = decide_policies(config, &states);
     let forwards = forward::forward_plans(config, observed);
     let pins = pins::layout(config, family);

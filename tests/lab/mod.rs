@@ -491,11 +491,20 @@ impl Lab {
 
     /// Makes an ISP drop everything it forwards (its links stay up).
     pub fn blackhole(&self, isp: usize, on: bool) {
+        self.blackhole_with("iptables", isp, on);
+    }
+
+    /// The same for the ISP's IPv6 only (its IPv4 keeps working).
+    pub fn blackhole6(&self, isp: usize, on: bool) {
+        self.blackhole_with("ip6tables", isp, on);
+    }
+
+    fn blackhole_with(&self, tool: &str, isp: usize, on: bool) {
         let op = if on { "-I" } else { "-D" };
         self.exec_ok(
             &format!("isp{isp}"),
             &[
-                "iptables",
+                tool,
                 op,
                 "FORWARD",
                 "-m",

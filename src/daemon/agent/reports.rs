@@ -20,12 +20,12 @@ impl Agent {
         for t in &transitions {
             info!(
                 uplink = %t.uplink,
-                family = %t.family,
                 from = %t.from,
                 to = %t.to,
                 reason = %t.cause,
                 loss_percent = format!("{:.1}", t.loss * 100.0),
                 rtt_ms = t.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_default(),
+                family = %t.family,
                 "uplink state changed"
             );
         }
@@ -142,15 +142,22 @@ impl Agent {
         if changed {
             self.metrics.applied(report.took);
             let installed = report.plan.as_ref().unwrap_or(&self.plan);
-            let shares: Vec<String> = installed
-                .balance
-                .members()
-                .iter()
-                .map(|m| format!("{} {:.1}%", m.uplink, m.share * 100.0))
-                .collect();
+            let shares = |p: &Plan| -> String {
+                let s: Vec<String> = p
+                    .balance
+                    .members()
+                    .iter()
+                    .map(|m| format!("{} {:.1}%", m.uplink, m.share * 100.0))
+                    .collect();
+                s.join(", ")
+            };
+            let mut balance = shares(installed);
+            if let Some(v6) = &installed.v6 {
+                balance.push_str(&format!("; ipv6 {}", shares(v6)));
+            }
             info!(
                 chains = %report.netfilter.chains().join(","),
-                balance = %shares.join(", "),
+                balance = %balance,
                 took_ms = format!("{:.2}", report.took.as_secs_f64() * 1000.0),
                 merged = report.merged,
                 "rules swapped"

@@ -63,13 +63,18 @@ impl Changes {
     }
 
     /// The chains (re)filled, `table/CHAIN`.
+    /// `mangle/MULTIWAN_BALANCE`, and `ip6 mangle/MULTIWAN_BALANCE` for IPv6.
     pub fn chains(&self) -> Vec<String> {
         self.tables
             .iter()
             .flat_map(|t| {
+                let tag = match t.family {
+                    Family::Ipv4 => "",
+                    Family::Ipv6 => "ip6 ",
+                };
                 t.chains
                     .iter()
-                    .map(move |(c, _)| format!("{}/{c}", t.table))
+                    .map(move |(c, _)| format!("{tag}{}/{c}", t.table))
             })
             .collect()
     }
