@@ -95,14 +95,17 @@ fn event_of(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<KernelEvent>
     }
 }
 
-/// Subscribes to link, IPv4 address, route and rule events, and to nf_tables changes.
-/// Needs a tokio runtime.
+/// Subscribes to link events, address, route and rule events of both families, and to
+/// nf_tables changes. Needs a tokio runtime.
 pub fn subscribe() -> std::io::Result<UnboundedReceiver<KernelEvent>> {
     let groups = [
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv4Rule,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv6Route,
+        MulticastGroup::Ipv6Rule,
     ];
     let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&groups)?;
     tokio::spawn(connection);
