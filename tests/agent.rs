@@ -4,11 +4,10 @@
 mod lab;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::{Duration, Instant};
 
-use lab::{Daemon, ECHO, ECHO_PORT, Lab, uplink_addr};
+use lab::{Daemon, ECHO, ECHO_PORT, Held, Lab, uplink_addr};
 
 const PROBES: &str = "probe: {targets: [198.51.100.1, 198.51.100.2]}";
 
@@ -44,38 +43,6 @@ fn until_all_via(lab: &Lab, addr: Ipv4Addr, limit: Duration) -> Option<Duration>
         std::thread::sleep(Duration::from_millis(50));
     }
     None
-}
-
-/// A connection from the LAN that stays open; `ping` proves it still works.
-struct Held {
-    stream: TcpStream,
-    seen: Ipv4Addr,
-}
-
-impl Held {
-    fn open(lab: &Lab, src: Ipv4Addr) -> Held {
-        let path = format!("/var/run/netns/{}", lab.ns("lan"));
-        std::thread::spawn(move || {
-            lab::enter_netns(&path);
-            let mut stream = lab::connect_from(src, ECHO, ECHO_PORT).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            let mut buf = [0u8; 64];
-            let n = stream.read(&mut buf).unwrap();
-            let seen = String::from_utf8_lossy(&buf[..n]).trim().parse().unwrap();
-            Held { stream, seen }
-        })
-        .join()
-        .unwrap()
-    }
-
-    fn ping(&mut self) -> bool {
-        let mut buf = [0u8; 4];
-        self.stream.write_all(b"ping").is_ok()
-            && self.stream.read_exact(&mut buf).is_ok()
-            && &buf == b"ping"
-    }
 }
 
 #[test]
@@ -388,6 +355,14 @@ fn address_and_auto_gateway_changes_are_followed() {
     lab.dhcp_default(2, "100.64.2.1");
     let text = config((50, 50), "").replace("gateway: 100.64.2.1", "gateway: auto");
     let daemon = lab.daemon(&lab.file("multiwan.yaml", &text));
+    // Connections through both uplinks before the renewal: some held open through isp1.
+    let seen = lab.seen(40);
+    assert!(seen.contains_key(&uplink_addr(2)), "{seen:?}");
+    let mut held: Vec<Held> = (0..6).map(|_| Held::open(&lab, lab::LAN_CLIENT)).collect();
+    held.retain(|h| h.seen == uplink_addr(1));
+    assert!(!held.is_empty(), "a connection through isp1 to hold");
+    let ct = |lab: &Lab| lab.exec_ok("rt", &["conntrack", "-L", "-f", "ipv4"]);
+    assert!(ct(&lab).contains("dst=100.64.2.2 "), "{}", ct(&lab));
     // A renewal: new address, new gateway.
     lab.ip("isp2", &["addr", "add", "100.64.2.254/24", "dev", "rt"]);
     lab.ip("rt", &["addr", "del", "100.64.2.2/24", "dev", "wan2"]);
@@ -421,6 +396,26 @@ fn address_and_auto_gateway_changes_are_followed() {
         "probing follows the new address:\n{}",
         daemon.log_text()
     );
+    // The connections NATed to the old address are gone (they were dead); the others live.
+    let table = ct(&lab);
+    assert!(
+        !table.contains("dst=100.64.2.2 "),
+        "{table}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("reason=isp2 no longer has 100.64.2.2"),
+        "{}",
+        daemon.log_text()
+    );
+    for h in &mut held {
+        assert!(
+            h.ping(),
+            "a connection through isp1 survives the renewal of isp2"
+        );
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod model;
 pub mod names;
 mod path;
 mod policies;
+mod probes;
 mod raw;
 mod settings;
 mod uplinks;

@@ -228,8 +228,11 @@ pub struct Uplink {
 #[serde(rename_all = "snake_case")]
 pub enum Gateway {
     /// Learned from the kernel: the main table's default route on the uplink's interface
-    /// (for IPv6 normally the router advertisement's, a link-local `fe80::` address).
+    /// (for IPv6 normally the router advertisement's, a link-local `fe80::` address; for a
+    /// point-to-point device such as ppp0 or wg0 possibly no address: `default dev ppp0`).
     Auto,
+    /// No gateway: packets are sent to the (point-to-point) device itself.
+    Device,
     /// Of the side's family.
     Static(IpAddr),
 }
@@ -262,7 +265,7 @@ pub enum Nat6 {
 #[derive(Debug, Clone, Serialize)]
 pub struct Probe {
     /// Either family; a family without targets probes that family's gateway.
-    pub targets: Vec<IpAddr>,
+    pub targets: Vec<ProbeTarget>,
     #[serde(with = "duration_ms")]
     pub interval: Duration,
     #[serde(with = "duration_ms")]
@@ -271,6 +274,80 @@ pub struct Probe {
     pub down_after: u32,
     pub up_after: u32,
     pub degraded: Option<Degraded>,
+}
+
+/// What one probe asks of one host, through the uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeTarget {
+    pub addr: IpAddr,
+    pub method: ProbeMethod,
+}
+
+impl ProbeTarget {
+    pub fn icmp(addr: IpAddr) -> Self {
+        Self {
+            addr,
+            method: ProbeMethod::Icmp,
+        }
+    }
+}
+
+/// `1.1.1.1` (ICMP), `tcp 198.51.100.1:443`, `dns 1.1.1.1 example.com`,
+/// `http http://198.51.100.1/generate_204`.
+impl std::fmt::Display for ProbeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = std::net::SocketAddr::new(self.addr, self.method.port());
+        match &self.method {
+            ProbeMethod::Icmp => write!(f, "{}", self.addr),
+            ProbeMethod::Tcp { .. } => write!(f, "tcp {at}"),
+            ProbeMethod::Dns { query, .. } => write!(f, "dns {at} {query}"),
+            ProbeMethod::Http { host, path, .. } => write!(f, "http http://{host}{path}"),
+        }
+    }
+}
+
+/// How a target is asked. Every method runs through the uplink (its interface, address
+/// and mark) under the same deadline and quorum rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum ProbeMethod {
+    /// An echo request; answered by an echo reply.
+    Icmp,
+    /// A TCP connection that is accepted (for ISPs and mobile networks that drop ICMP).
+    Tcp { port: u16 },
+    /// A DNS query answered (NOERROR or NXDOMAIN).
+    Dns { port: u16, query: String },
+    /// An HTTP GET answered with `expect` (any 2xx when None). A redirect or a login page
+    /// fails it: a captive portal or an exhausted data plan answers ping but carries
+    /// nothing.
+    Http {
+        port: u16,
+        /// The Host header (`198.51.100.1` or `[2001:db8::1]`, with `:port` when not 80).
+        host: String,
+        /// Path and query, starting with `/`.
+        path: String,
+        expect: Option<u16>,
+    },
+}
+
+impl ProbeMethod {
+    pub fn port(&self) -> u16 {
+        match self {
+            ProbeMethod::Icmp => 0,
+            ProbeMethod::Tcp { port }
+            | ProbeMethod::Dns { port, .. }
+            | ProbeMethod::Http { port, .. } => *port,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeMethod::Icmp => "icmp",
+            ProbeMethod::Tcp { .. } => "tcp",
+            ProbeMethod::Dns { .. } => "dns",
+            ProbeMethod::Http { .. } => "http",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

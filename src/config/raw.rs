@@ -28,13 +28,60 @@ pub struct RawUplink {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
-    pub targets: Option<OneOrMany<std::net::IpAddr>>,
+    pub targets: Option<OneOrMany<RawTarget>>,
     pub interval: Option<Span>,
     pub timeout: Option<Span>,
     pub quorum: Option<u32>,
     pub down_after: Option<u32>,
     pub up_after: Option<u32>,
     pub degraded: Option<RawDegraded>,
+}
+
+/// A probe target: an address (ICMP), or a mapping with a method.
+#[derive(Debug, Clone)]
+pub enum RawTarget {
+    Address(std::net::IpAddr),
+    Spec(RawTargetSpec),
+}
+
+impl<'de> Deserialize<'de> for RawTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_norway::Value;
+        match Value::deserialize(d)? {
+            Value::String(s) => s.trim().parse().map(RawTarget::Address).map_err(|_| {
+                D::Error::custom(format!(
+                    "`{s}` is not an address; other methods are written as a mapping, like {{host: 1.1.1.1, method: dns, query: example.com}}"
+                ))
+            }),
+            v @ Value::Mapping(_) => RawTargetSpec::deserialize(v)
+                .map(RawTarget::Spec)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "a target is an address or a mapping (host, method, port, query, url, expect)",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetSpec {
+    pub host: Option<std::net::IpAddr>,
+    pub method: Option<RawMethod>,
+    pub port: Option<u16>,
+    pub query: Option<String>,
+    pub url: Option<String>,
+    pub expect: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawMethod {
+    Icmp,
+    Tcp,
+    Dns,
+    Http,
 }
 
 #[derive(Debug, Deserialize)]

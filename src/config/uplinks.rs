@@ -62,12 +62,13 @@ impl Checker<'_> {
         }
         let gateway = match raw.gateway.as_deref() {
             None | Some("auto") => Gateway::Auto,
+            Some("device") => Gateway::Device,
             Some(text) => match text.parse::<Ipv4Addr>() {
                 Ok(ip) if is_unicast(ip) => Gateway::Static(ip.into()),
                 _ => {
                     self.error(
                         &p.key("gateway"),
-                        format!("`{text}` is not an IPv4 unicast address or `auto`"),
+                        format!("`{text}` is not an IPv4 unicast address, `auto` or `device`"),
                     );
                     Gateway::Auto
                 }
@@ -107,6 +108,7 @@ impl Checker<'_> {
             &p.key("probe"),
             ipv6.is_some(),
         );
+        self.device_targets(gateway, ipv6.as_ref(), &probe, p);
         Uplink {
             name: raw.name,
             interface: raw.interface,
@@ -119,6 +121,32 @@ impl Checker<'_> {
             probe,
             flush_on_down: raw.flush_on_down.unwrap_or(true),
             flush_on_recovery: raw.flush_on_recovery.unwrap_or(false),
+        }
+    }
+
+    /// A device uplink has no gateway to probe by default: each family sent to the device
+    /// needs probe targets of its own.
+    fn device_targets(
+        &mut self,
+        gateway: Gateway,
+        ipv6: Option<&Ipv6Side>,
+        probe: &Probe,
+        p: &FieldPath,
+    ) {
+        let sides = [
+            (gateway, false, "gateway"),
+            (ipv6.map_or(Gateway::Auto, |s| s.gateway), true, "gateway6"),
+        ];
+        for (g, v6, key) in sides {
+            if g == Gateway::Device && !probe.targets.iter().any(|t| t.addr.is_ipv6() == v6) {
+                self.error(
+                    &p.key(key),
+                    format!(
+                        "{key}: device has no gateway to probe: list probe targets of the {} family",
+                        if v6 { "IPv6" } else { "IPv4" }
+                    ),
+                );
+            }
         }
     }
 
@@ -174,12 +202,13 @@ impl Checker<'_> {
         };
         let gateway = match text {
             "auto" => Gateway::Auto,
+            "device" => Gateway::Device,
             t => match t.parse::<std::net::Ipv6Addr>() {
                 Ok(ip) if !(ip.is_unspecified() || ip.is_multicast()) => Gateway::Static(ip.into()),
                 _ => {
                     self.error(
                         &p.key("gateway6"),
-                        format!("`{t}` is not an IPv6 unicast address (fe80::1 is fine) or `auto`"),
+                        format!("`{t}` is not an IPv6 unicast address (fe80::1 is fine), `auto` or `device`"),
                     );
                     Gateway::Auto
                 }
@@ -206,9 +235,16 @@ impl Checker<'_> {
     }
 
     pub(super) fn probe(&mut self, raw: RawProbe, p: &FieldPath, ipv6: bool) -> Probe {
-        let targets = raw.targets.map(|t| t.0).unwrap_or_default();
-        for (i, t) in targets.iter().enumerate() {
-            if !is_unicast_ip(*t) {
+        let raw_targets = raw.targets.map(|t| t.0).unwrap_or_default();
+        let mut targets = Vec::new();
+        for (i, t) in raw_targets.into_iter().enumerate() {
+            let at = p.key("targets").index(i);
+            if let Some(target) = self.target(t, &at) {
+                targets.push(target);
+            }
+        }
+        for (i, t) in targets.iter().map(|t| t.addr).enumerate() {
+            if !is_unicast_ip(t) {
                 self.error(
                     &p.key("targets").index(i),
                     format!("{t} is not a unicast address"),
@@ -224,7 +260,13 @@ impl Checker<'_> {
             self.timing(raw.interval, raw.timeout, Duration::from_millis(500), p);
         let quorum = raw.quorum.unwrap_or(1);
         // Each family is judged on its own targets (its gateway when it has none).
-        let of = |v6: bool| targets.iter().filter(|t| t.is_ipv6() == v6).count().max(1) as u32;
+        let of = |v6: bool| {
+            targets
+                .iter()
+                .filter(|t| t.addr.is_ipv6() == v6)
+                .count()
+                .max(1) as u32
+        };
         let available = if ipv6 {
             of(false).min(of(true))
         } else {

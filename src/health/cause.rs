@@ -29,6 +29,9 @@ pub enum Cause {
     ProbesAnswered { rounds: u32 },
     /// The uplink's own interface lost carrier or was set down: nothing the ISP did.
     LinkDown,
+    /// The uplink cannot be routed through: its interface, its address or its gateway is
+    /// missing (a PPP session that dropped, a DHCP lease not yet there).
+    NoRoute,
     /// Loss (ratio 0..=1) or mean RTT above the `degraded` thresholds.
     Degraded {
         loss: Option<Crossed<f64>>,
@@ -43,14 +46,15 @@ impl Cause {
     pub fn kind(&self) -> &'static str {
         match self {
             Cause::ProbesFailed { .. } | Cause::ProbesAnswered { .. } => "probes",
-            Cause::LinkDown => "link",
+            Cause::LinkDown | Cause::NoRoute => "link",
             Cause::Degraded { .. } | Cause::QualityRecovered { .. } => "quality",
         }
     }
 
-    /// The uplink's own link changed (carrier or admin state), not what probes measured.
+    /// The uplink's own link or route changed (carrier, admin state, address, gateway),
+    /// not what probes measured.
     pub fn is_link(&self) -> bool {
-        matches!(self, Cause::LinkDown)
+        matches!(self, Cause::LinkDown | Cause::NoRoute)
     }
 }
 
@@ -72,6 +76,7 @@ impl fmt::Display for Cause {
             ),
             Cause::ProbesAnswered { rounds } => write!(f, "{rounds} good rounds in a row"),
             Cause::LinkDown => f.write_str("link down"),
+            Cause::NoRoute => f.write_str("no route: its interface, address or gateway is missing"),
             Cause::Degraded { loss, latency } => {
                 let mut parts = Vec::new();
                 if let Some(l) = loss {

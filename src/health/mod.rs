@@ -26,7 +26,7 @@ use serde::Serialize;
 
 pub use cause::{Cause, Crossed};
 
-use crate::config::{Degraded, Uplink};
+use crate::config::{Degraded, ProbeTarget, Uplink};
 pub use crate::family::Family;
 use rtt::{RttEstimator, WINDOW};
 
@@ -84,7 +84,7 @@ const RECOVER_FACTOR: f64 = 0.75;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub family: Family,
-    pub targets: Vec<IpAddr>,
+    pub targets: Vec<ProbeTarget>,
     pub interval: Duration,
     pub timeout: Duration,
     pub quorum: u32,
@@ -94,18 +94,19 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The family's targets, or its gateway when it has none; None when there is nothing
-    /// to probe yet.
-    pub fn for_uplink(u: &Uplink, family: Family, gateway: Option<IpAddr>) -> Option<Self> {
-        let mut targets: Vec<IpAddr> = u
+    /// The family's targets, or `fallback` (its gateway, or a point-to-point peer) when it
+    /// has none; None when there is nothing to probe yet.
+    pub fn for_uplink(u: &Uplink, family: Family, fallback: Option<IpAddr>) -> Option<Self> {
+        let mut targets: Vec<ProbeTarget> = u
             .probe
             .targets
             .iter()
-            .copied()
-            .filter(|t| Family::of_addr(t) == family)
+            .filter(|t| Family::of_addr(&t.addr) == family)
+            .cloned()
             .collect();
         if targets.is_empty() {
-            targets.push(gateway.filter(|g| Family::of_addr(g) == family)?);
+            let fallback = fallback.filter(|g| Family::of_addr(g) == family)?;
+            targets.push(ProbeTarget::icmp(fallback));
         }
         Some(Self {
             family,
@@ -122,9 +123,9 @@ impl Settings {
 
 /// An echo request the owner of the socket must send now, and how long a reply is worth
 /// waiting for (after that the socket may give up on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeRequest {
-    pub target: IpAddr,
+    pub target: ProbeTarget,
     pub seq: u16,
     pub timeout: Duration,
 }
@@ -165,7 +166,7 @@ pub struct Stats {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStats {
-    pub target: IpAddr,
+    pub target: ProbeTarget,
     pub loss: f64,
     pub rtt: Option<Duration>,
     pub jitter: Option<Duration>,
@@ -173,7 +174,7 @@ pub struct TargetStats {
 
 #[derive(Debug)]
 struct Target {
-    ip: IpAddr,
+    probe: ProbeTarget,
     rtt: RttEstimator,
     /// Recent outcomes: answered in time or not.
     outcomes: VecDeque<bool>,
@@ -221,6 +222,8 @@ pub struct Monitor {
     settings: Settings,
     state: Health,
     link_up: bool,
+    /// The kernel can route through the uplink (interface, address and gateway present).
+    routable: bool,
     targets: Vec<Target>,
     slots: VecDeque<Slot>,
     /// Rounds not decided yet, oldest first.
@@ -242,8 +245,8 @@ impl Monitor {
         let targets = settings
             .targets
             .iter()
-            .map(|ip| Target {
-                ip: *ip,
+            .map(|probe| Target {
+                probe: probe.clone(),
                 rtt: RttEstimator::default(),
                 outcomes: VecDeque::new(),
             })
@@ -263,6 +266,7 @@ impl Monitor {
             settings,
             state: initial,
             link_up: true,
+            routable: true,
             targets,
             slots: VecDeque::new(),
             open_rounds: VecDeque::new(),
@@ -304,7 +308,7 @@ impl Monitor {
 
     /// Starts a round when one is due; returns the echo requests to send now.
     pub fn due_probes(&mut self, now: Instant) -> Vec<ProbeRequest> {
-        if !self.link_up || self.held || now < self.next_round {
+        if !self.usable() || self.held || now < self.next_round {
             return Vec::new();
         }
         self.round_id += 1;
@@ -322,7 +326,7 @@ impl Monitor {
             };
             self.slots.push_back(slot);
             out.push(ProbeRequest {
-                target: t.ip,
+                target: t.probe.clone(),
                 seq: self.seq,
                 timeout: self.settings.timeout,
             });
@@ -370,7 +374,7 @@ impl Monitor {
             .filter(|s| s.outcome == Outcome::Pending)
             .map(|s| s.deadline)
             .min();
-        let round = (self.link_up && !self.held).then_some(self.next_round);
+        let round = (self.usable() && !self.held).then_some(self.next_round);
         [deadline, round].into_iter().flatten().min()
     }
 
@@ -428,18 +432,40 @@ impl Monitor {
             return Vec::new();
         }
         self.link_up = up;
+        self.grounded_changed(up, Cause::LinkDown, now)
+    }
+
+    /// Whether the kernel can route through the uplink at all. Without a route, probes
+    /// that still get through (a socket bound to a point-to-point device is sent out of it
+    /// even when no route matches) say nothing about what the uplink could carry: it is
+    /// down until the route is back, then has to earn `up_after` good rounds.
+    pub fn on_route(&mut self, routable: bool, now: Instant) -> Vec<Transition> {
+        if routable == self.routable {
+            return Vec::new();
+        }
+        self.routable = routable;
+        self.grounded_changed(routable, Cause::NoRoute, now)
+    }
+
+    /// Link up and routable: probing runs.
+    fn usable(&self) -> bool {
+        self.link_up && self.routable
+    }
+
+    /// The link or the route changed; `now_fine` is that condition's new value.
+    fn grounded_changed(&mut self, now_fine: bool, cause: Cause, now: Instant) -> Vec<Transition> {
         self.slots.clear();
         self.open_rounds.clear();
         self.good_row = 0;
-        if up {
-            // Probing restarts; the uplink still has to earn `up_after` good rounds.
-            self.next_round = now;
+        if now_fine {
+            if self.usable() {
+                // Probing restarts; the uplink still has to earn `up_after` good rounds.
+                self.next_round = now;
+            }
             return Vec::new();
         }
         self.failed_row = self.settings.down_after;
-        self.set(Health::Down, Cause::LinkDown)
-            .into_iter()
-            .collect()
+        self.set(Health::Down, cause).into_iter().collect()
     }
 
     fn slot_mut(&mut self, seq: u16) -> Option<&mut Slot> {
@@ -472,7 +498,7 @@ impl Monitor {
                 break;
             };
             self.open_rounds.pop_front();
-            if !good && self.state != Health::Down && self.link_up {
+            if !good && self.state != Health::Down && self.usable() {
                 self.next_round = self.next_round.min(now);
             }
             out.extend(self.count_round(good, answered, n));
@@ -615,7 +641,7 @@ impl Monitor {
                 .targets
                 .iter()
                 .map(|t| TargetStats {
-                    target: t.ip,
+                    target: t.probe.clone(),
                     loss: t.loss(),
                     rtt: t.rtt.mean(),
                     jitter: t.rtt.jitter(),

@@ -15,7 +15,7 @@ fn ms(v: u64) -> Duration {
 fn settings(targets: &[IpAddr]) -> Settings {
     Settings {
         family: Family::Ipv4,
-        targets: targets.to_vec(),
+        targets: targets.iter().map(|t| ProbeTarget::icmp(*t)).collect(),
         interval: ms(500),
         timeout: ms(1000),
         quorum: 1,
@@ -80,7 +80,7 @@ impl Sim {
             self.record(ts);
             for p in self.m.due_probes(now) {
                 // No reply at all: the deadline counts it lost.
-                if let Some(rtt) = (self.net)(p.target, now - self.start) {
+                if let Some(rtt) = (self.net)(p.target.addr, now - self.start) {
                     self.inflight.push((now + rtt, p.seq, rtt));
                 }
             }
@@ -90,6 +90,12 @@ impl Sim {
     fn link(&mut self, up: bool, at: Duration) {
         self.run_until(at);
         let ts = self.m.on_link(up, self.now);
+        self.record(ts);
+    }
+
+    fn route(&mut self, routable: bool, at: Duration) {
+        self.run_until(at);
+        let ts = self.m.on_route(routable, self.now);
         self.record(ts);
     }
 
@@ -194,6 +200,38 @@ fn link_down_is_immediate_and_link_up_must_earn_its_rounds() {
     assert!(
         up >= ms(8_000) && up < ms(9_000),
         "{up:?}: five rounds after link up"
+    );
+}
+
+#[test]
+fn an_uplink_without_a_route_is_down_whatever_its_probes_say() {
+    // Probes keep answering (a socket bound to a point-to-point device gets out without a
+    // route), but there is no route: down at once, and back only with the route.
+    let mut sim = Sim::new(settings(&[T1]), Health::Up, Box::new(|_, _| Some(ms(1))));
+    sim.route(false, ms(2_000));
+    assert_eq!(sim.first(Health::Down), Some(ms(2_000)));
+    assert_eq!(sim.log[0].1.cause, Cause::NoRoute);
+    sim.run_until(ms(8_000));
+    assert_eq!(
+        sim.m.state(),
+        Health::Down,
+        "answers without a route do not count"
+    );
+    // The link comes and goes meanwhile: still no route, still down.
+    sim.link(false, ms(8_100));
+    sim.link(true, ms(8_200));
+    sim.run_until(ms(10_000));
+    assert_eq!(sim.m.state(), Health::Down);
+    sim.route(true, ms(10_000));
+    sim.run_until(ms(14_000));
+    let up = sim
+        .log
+        .iter()
+        .find(|(at, t)| *at >= ms(10_000) && t.to == Health::Up);
+    let up = up.expect("back with its route").0;
+    assert!(
+        up >= ms(12_000) && up < ms(13_000),
+        "{up:?}: five rounds after"
     );
 }
 

@@ -342,7 +342,7 @@ impl Actor {
 
     async fn flush(&self, todo: Vec<Flush>, report: &mut Report) {
         for f in todo {
-            let result = conntrack::delete_mark(f.family, f.mark, f.mask).await;
+            let result = conntrack::delete_mark(f.family, f.mark, f.mask, f.reply_dst).await;
             report.flushed.push(Flushed { flush: f, result });
         }
     }

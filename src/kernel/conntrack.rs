@@ -10,16 +10,22 @@ use std::io;
 use super::exec::{self, ToolError};
 use crate::plan::Family;
 
-/// Deletes entries of `family` whose mark matches `mark` under `mask`; returns how many
-/// went. (`conntrack` without `-f` only sees IPv4.)
-pub async fn delete_mark(family: Family, mark: u32, mask: u32) -> Result<u64, ToolError> {
+/// Deletes entries of `family` whose mark matches `mark` under `mask` (and, given one,
+/// whose reply goes to `reply_dst`: NATed to that address); returns how many went.
+/// (`conntrack` without `-f` only sees IPv4.)
+pub async fn delete_mark(
+    family: Family,
+    mark: u32,
+    mask: u32,
+    reply_dst: Option<std::net::IpAddr>,
+) -> Result<u64, ToolError> {
     let spec = format!("{mark:#x}/{mask:#x}");
-    let ran = exec::run(
-        "conntrack",
-        &["-D", "-f", family.name(), "--mark", &spec],
-        None,
-    )
-    .await?;
+    let dst = reply_dst.map(|a| a.to_string());
+    let mut argv = vec!["-D", "-f", family.name(), "--mark", &spec];
+    if let Some(d) = &dst {
+        argv.extend(["--reply-dst", d.as_str()]);
+    }
+    let ran = exec::run("conntrack", &argv, None).await?;
     let deleted = deleted_count(&ran.stderr);
     // conntrack exits 1 when nothing matched: not an error for us.
     if ran.success || deleted == Some(0) {

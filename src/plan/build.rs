@@ -32,7 +32,14 @@ fn build_family(config: &Config, family: Family, observed: &Observed) -> Plan {
         .map(|u| observed.health_of(config, u))
         .collect();
     let all_down = observed_health.iter().all(|h| *h == Health::Down);
-    let states = balance::effective_health(config, |u| observed.health_of(config, u));
+    // An uplink that cannot be routed carries nothing, whatever its probes say.
+    let states = balance::effective_health(config, |u| {
+        if observed.routable(u) {
+            observed.health_of(config, u)
+        } else {
+            Health::Down
+        }
+    });
     let balance = balance::balance(config, family, &states);
     let policies = decide_policies(config, &states);
     let forwards = forward::forward_plans(config, observed);
@@ -82,6 +89,7 @@ fn uplink_plans(
                 share: member.map_or(0.0, |m| m.share),
                 address: observed.address(u),
                 gateway: observed.resolved_gateway(u),
+                routable: observed.routable(u),
             }
         })
         .collect()

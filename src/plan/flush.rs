@@ -15,6 +15,8 @@ pub struct Flush {
     pub family: Family,
     pub mark: u32,
     pub mask: u32,
+    /// Only the entries NATed to this address (their reply direction's destination).
+    pub reply_dst: Option<std::net::IpAddr>,
     /// Whose entries these are, for the log.
     pub what: String,
     pub reason: FlushReason,
@@ -33,6 +35,12 @@ pub enum FlushReason {
     /// The uplink's delegated IPv6 prefix changed: connections translated to the old one
     /// are dead.
     PrefixChanged { uplink: String },
+    /// The uplink's address changed (a reconnect, a renewal): connections NATed to the old
+    /// one are dead.
+    AddressChanged {
+        uplink: String,
+        old: std::net::IpAddr,
+    },
 }
 
 impl fmt::Display for FlushReason {
@@ -52,6 +60,10 @@ impl fmt::Display for FlushReason {
                 f,
                 "the IPv6 prefix of {uplink} changed: its translated connections are dead"
             ),
+            FlushReason::AddressChanged { uplink, old } => write!(
+                f,
+                "{uplink} no longer has {old}: connections NATed to it are dead"
+            ),
         }
     }
 }
@@ -69,6 +81,7 @@ pub fn takeover_flushes(
             let u = config.uplink(&track.uplink).filter(|u| u.flush_on_down)?;
             Some(Flush {
                 family: track.family,
+                reply_dst: None,
                 mark: config.marks.uplink(u.id),
                 mask: config.marks.mask,
                 what: track.to_string(),
@@ -107,6 +120,7 @@ fn flushes_in(
         };
         out.push(Flush {
             family,
+            reply_dst: None,
             mark: config.marks.uplink(u.id),
             mask,
             what: t.track().to_string(),
@@ -123,6 +137,7 @@ fn flushes_in(
         if before.share > 0.0 && after.share == 0.0 && after.health != Health::Down {
             out.push(Flush {
                 family,
+                reply_dst: None,
                 mark: before.mark,
                 mask,
                 what: u.name.clone(),
@@ -136,6 +151,7 @@ fn flushes_in(
     if old.balance == Balance::Unreachable && new.balance != Balance::Unreachable {
         out.push(Flush {
             family,
+            reply_dst: None,
             mark: config.marks.unreachable(),
             mask,
             what: "unreachable".into(),

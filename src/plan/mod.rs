@@ -69,6 +69,25 @@ pub const INTERNAL_SETS: [&str; 4] = [
     LAN_NETWORKS_SET,
 ];
 
+/// Where an uplink's default route sends packets: to a gateway, or into a point-to-point
+/// device (PPP, WireGuard, a raw-IP LTE modem) that has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextHop {
+    Via(IpAddr),
+    Device,
+}
+
+/// `100.64.1.1`, or `device` for a device route.
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NextHop::Via(ip) => ip.fmt(f),
+            NextHop::Device => f.write_str("device"),
+        }
+    }
+}
+
 /// A value learned from the kernel, or a placeholder naming it when planning offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved<T> {
@@ -122,8 +141,11 @@ pub struct Observed {
     pub health: BTreeMap<String, Health>,
     /// The address of each uplink, by uplink name (IPv6: its global address).
     pub addresses: BTreeMap<String, IpAddr>,
-    /// Gateways learned for uplinks with `gateway: auto`, by uplink name.
-    pub gateways: BTreeMap<String, IpAddr>,
+    /// Next hops learned for uplinks with `gateway: auto`, by uplink name.
+    pub gateways: BTreeMap<String, NextHop>,
+    /// The peer address of a point-to-point uplink (PPP), by uplink name: what is probed
+    /// when nothing else is given.
+    pub peers: BTreeMap<String, IpAddr>,
     /// Connected and local networks; None when planning offline.
     pub connected: Option<Vec<IpNet>>,
     /// Networks on the LAN interfaces; None when planning offline.
@@ -141,27 +163,53 @@ impl Observed {
     /// The uplink's gateway: the configured one, or the one learned from the kernel. The
     /// one place that decides it (the plan's routes and the probes' default target). In a
     /// family's view of the config, `u.gateway` is that family's.
-    pub fn gateway(&self, u: &Uplink) -> Option<IpAddr> {
+    pub fn gateway(&self, u: &Uplink) -> Option<NextHop> {
         match u.gateway {
-            Gateway::Static(ip) => Some(ip),
+            Gateway::Static(ip) => Some(NextHop::Via(ip)),
+            Gateway::Device => Some(NextHop::Device),
             Gateway::Auto => self.gateways.get(&u.name).copied(),
+        }
+    }
+
+    /// Whether the kernel can route through the uplink: its address and next hop are known
+    /// (an uplink that cannot be routed must never be balanced onto). Planning offline,
+    /// everything is assumed present.
+    pub fn routable(&self, u: &Uplink) -> bool {
+        self.connected.is_none()
+            || (self.addresses.contains_key(&u.name) && self.gateway(u).is_some())
+    }
+
+    /// [`Observed::routable`] for one family of an uplink, asked of the top level facts.
+    pub fn family_routable(&self, u: &Uplink, family: Family) -> bool {
+        let seen = self.of(family);
+        seen.connected.is_none()
+            || (seen.addresses.contains_key(&u.name) && self.family_gateway(u, family).is_some())
+    }
+
+    /// What to probe when a family of an uplink lists no targets: its gateway, or the peer
+    /// of a point-to-point device.
+    pub fn default_target(&self, u: &Uplink) -> Option<IpAddr> {
+        match self.gateway(u)? {
+            NextHop::Via(ip) => Some(ip),
+            NextHop::Device => self.peers.get(&u.name).copied(),
         }
     }
 
     /// The gateway of one family of an uplink, asked of the top level (IPv4) facts: the
     /// config's for that family, or the one learned in that family.
-    pub fn family_gateway(&self, u: &Uplink, family: Family) -> Option<IpAddr> {
+    pub fn family_gateway(&self, u: &Uplink, family: Family) -> Option<NextHop> {
         let spec = match family {
             Family::Ipv4 => u.gateway,
             Family::Ipv6 => u.ipv6.as_ref()?.gateway,
         };
         match spec {
-            Gateway::Static(ip) => Some(ip),
+            Gateway::Static(ip) => Some(NextHop::Via(ip)),
+            Gateway::Device => Some(NextHop::Device),
             Gateway::Auto => self.of(family).gateways.get(&u.name).copied(),
         }
     }
 
-    pub fn resolved_gateway(&self, u: &Uplink) -> Resolved<IpAddr> {
+    pub fn resolved_gateway(&self, u: &Uplink) -> Resolved<NextHop> {
         match self.gateway(u) {
             Some(ip) => Resolved::Known(ip),
             None => Resolved::Unknown(format!("gateway of {}", u.interface)),
@@ -250,7 +298,10 @@ pub struct UplinkPlan {
     /// Fraction of balanced new connections it receives.
     pub share: f64,
     pub address: Resolved<IpAddr>,
-    pub gateway: Resolved<IpAddr>,
+    pub gateway: Resolved<NextHop>,
+    /// The kernel can route through it (interface, address and next hop present); when
+    /// not, it carries nothing whatever its probes say.
+    pub routable: bool,
 }
 
 /// What a policy does under the current health.

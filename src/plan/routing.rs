@@ -76,7 +76,7 @@ pub struct RoutePlan {
 pub enum RouteKind {
     /// `default via GATEWAY dev INTERFACE`
     Default {
-        gateway: Resolved<IpAddr>,
+        gateway: Resolved<super::NextHop>,
         interface: String,
     },
     /// `unreachable default`
@@ -86,6 +86,10 @@ pub enum RouteKind {
 impl fmt::Display for RoutePlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            RouteKind::Default {
+                gateway: Resolved::Known(super::NextHop::Device),
+                interface,
+            } => write!(f, "default dev {interface} table {}", self.table)?,
             RouteKind::Default { gateway, interface } => write!(
                 f,
                 "default via {gateway} dev {interface} table {}",

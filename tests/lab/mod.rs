@@ -18,7 +18,12 @@
 
 mod delay;
 pub mod dns;
+mod http;
+mod ppp;
 mod rate;
+
+#[allow(unused_imports)]
+pub use ppp::Session;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -692,4 +697,36 @@ pub fn strip_counters(save: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
+}
+
+/// A connection from the LAN that stays open; `ping` proves it still works.
+pub struct Held {
+    pub stream: TcpStream,
+    pub seen: Ipv4Addr,
+}
+
+impl Held {
+    pub fn open(lab: &Lab, src: Ipv4Addr) -> Held {
+        let path = format!("/var/run/netns/{}", lab.ns("lan"));
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            let mut stream = connect_from(src, ECHO, ECHO_PORT).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            let n = stream.read(&mut buf).unwrap();
+            let seen = String::from_utf8_lossy(&buf[..n]).trim().parse().unwrap();
+            Held { stream, seen }
+        })
+        .join()
+        .unwrap()
+    }
+
+    pub fn ping(&mut self) -> bool {
+        let mut buf = [0u8; 4];
+        self.stream.write_all(b"ping").is_ok()
+            && self.stream.read_exact(&mut buf).is_ok()
+            && &buf == b"ping"
+    }
 }

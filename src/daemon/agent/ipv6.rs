@@ -53,6 +53,7 @@ impl Agent {
         if side.nat == Nat6::Npt && old.is_some() {
             desired.flushes.push(Flush {
                 family: Family::Ipv6,
+                reply_dst: None,
                 mark: self.config.marks.uplink(u.id),
                 mask: self.config.marks.mask,
                 what: format!("{uplink} ipv6"),

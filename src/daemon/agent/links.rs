@@ -101,6 +101,61 @@ impl Agent {
         self.resync_at = Some(now);
     }
 
+    /// Tells each health machine whether its family of the uplink can be routed at all
+    /// (interface, address and next hop present), as the last kernel read saw it.
+    pub(super) fn sync_routes(&mut self, now: Instant) {
+        for track in self.tracks() {
+            let Some(u) = self.config.uplink(&track.uplink) else {
+                continue;
+            };
+            let routable = self.observed.family_routable(u, track.family);
+            if let Some(m) = self.monitors.get_mut(&track) {
+                self.pending.extend(m.on_route(routable, now));
+            }
+        }
+    }
+
+    /// The connections NATed to an uplink address that is gone (a PPP reconnect, a DHCP
+    /// renewal with a new address) are dead: the ISP drops their packets. Deletes exactly
+    /// those (that address, that uplink's mark, that family), so LAN clients re-dial at once.
+    /// (The kernel's MASQUERADE forgets them too when the address is removed; SNAT does
+    /// not.) An address still on the host (it only stopped being the first) is not gone.
+    pub(super) fn flushes_for_new_addresses(
+        &self,
+        old: &crate::plan::Observed,
+    ) -> Vec<crate::plan::flush::Flush> {
+        use crate::plan::flush::{Flush, FlushReason};
+        let mut out = Vec::new();
+        for track in self.tracks() {
+            let Some(u) = self.config.uplink(&track.uplink) else {
+                continue;
+            };
+            let before = old.of(track.family).addresses.get(&u.name).copied();
+            let now = self
+                .observed
+                .of(track.family)
+                .addresses
+                .get(&u.name)
+                .copied();
+            let gone = before.filter(|b| Some(*b) != now && !self.view.local.contains(b));
+            if let Some(gone) = gone {
+                info!(uplink = %u.name, family = %track.family, old = %gone, new = ?now, "uplink address changed: its connections through the old one are deleted");
+                out.push(Flush {
+                    family: track.family,
+                    mark: self.config.marks.uplink(u.id),
+                    mask: self.config.marks.mask,
+                    reply_dst: Some(gone),
+                    what: format!("{track} via {gone}"),
+                    reason: FlushReason::AddressChanged {
+                        uplink: track.to_string(),
+                        old: gone,
+                    },
+                });
+            }
+        }
+        out
+    }
+
     /// Applies the links' state as the last kernel read saw it (at start and after a full
     /// reconcile).
     pub(super) fn sync_links(&mut self, now: Instant) {

@@ -269,6 +269,7 @@ impl Agent {
         agent.log_warnings(first.warnings);
         agent.rebuild_monitors(&BTreeMap::new(), initial);
         agent.sync_links(Instant::now());
+        agent.sync_routes(Instant::now());
         info!(
             uplinks = agent.config.uplinks.len(),
             took_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -84,10 +84,9 @@ impl Agent {
             .get(&track.uplink)?;
         let index = *self.view.links.get(&u.interface)?;
         let mark = self.config.marks.uplink(u.id);
-        let current = self
-            .probers
-            .get(track)
-            .is_some_and(|p| p.interface == u.interface && p.source == source && p.mark == mark);
+        let current = self.probers.get(track).is_some_and(|p| {
+            p.interface == u.interface && p.index == index && p.source == source && p.mark == mark
+        });
         if !current {
             let ident = self.ident.wrapping_add(u.id as u16);
             match Prober::new(&u.interface, index, source, ident, mark) {
@@ -102,6 +101,20 @@ impl Agent {
             }
         }
         self.probers.get(track)
+    }
+
+    /// What one family of an uplink probes when it lists no targets (see
+    /// [`crate::plan::Observed::default_target`]), in that family's view.
+    fn default_target(
+        &self,
+        u: &crate::config::Uplink,
+        family: Family,
+    ) -> Option<std::net::IpAddr> {
+        let seen = self.observed.of(family);
+        match self.observed.family_gateway(u, family)? {
+            crate::plan::NextHop::Via(ip) => Some(ip),
+            crate::plan::NextHop::Device => seen.peers.get(&u.name).copied(),
+        }
     }
 
     /// Every uplink's state in one family (the uplinks that carry it). One with nothing to
@@ -150,9 +163,9 @@ impl Agent {
                 .config
                 .uplink(&track.uplink)
                 .expect("a track is an uplink's");
-            let gateway = self.observed.family_gateway(u, track.family);
-            let Some(settings) = Settings::for_uplink(u, track.family, gateway) else {
-                warn!(uplink = %track.uplink, family = %track.family, "nothing to probe yet (gateway not learned): treated as down");
+            let fallback = self.default_target(u, track.family);
+            let Some(settings) = Settings::for_uplink(u, track.family, fallback) else {
+                warn!(uplink = %track.uplink, family = %track.family, "nothing to probe yet (no targets, and no gateway or peer learned): treated as down");
                 continue;
             };
             let monitor = match old.remove(&track) {

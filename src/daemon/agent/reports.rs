@@ -105,13 +105,20 @@ impl Agent {
                 )
             };
             let gateways_changed = gateways(&observed) != gateways(&self.observed);
-            self.observed = observed;
+            let old = std::mem::replace(&mut self.observed, observed);
             self.view = view;
             if gateways_changed {
                 let states = self.all_health();
                 self.rebuild_monitors(&states, self.initial());
             }
             self.sync_links(Instant::now());
+            self.sync_routes(Instant::now());
+            let flushes = self.flushes_for_new_addresses(&old);
+            if !flushes.is_empty() {
+                let mut desired = self.desired(Purpose::Change);
+                desired.flushes = flushes;
+                self.kernel.install(desired);
+            }
             self.log_warnings(std::mem::take(&mut report.warnings));
             self.replan();
         }

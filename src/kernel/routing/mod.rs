@@ -20,7 +20,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 use crate::config::Config;
-use crate::plan::{Family, MAIN_TABLE, Plan};
+use crate::plan::{Family, MAIN_TABLE, NextHop, Plan};
 use model::RuleAct;
 pub use model::{Facts, KernelView, PROTO, RouteKey, RuleKey};
 
@@ -116,6 +116,9 @@ impl Routing {
             };
             if usable_source(&msg, ip) {
                 facts.addresses.entry(msg.header.index).or_insert(ip);
+            }
+            if let Some(peer) = peer_of(&msg, ip) {
+                facts.peers.entry(msg.header.index).or_insert(peer);
             }
             if let Ok(net) = IpNet::new(ip, len) {
                 facts.connected.push(net.trunc());
@@ -442,6 +445,20 @@ fn address_of(msg: &AddressMessage) -> Option<(IpAddr, u8)> {
     local.or(address).map(|ip| (ip, msg.header.prefix_len))
 }
 
+/// The far end of a point-to-point address (`inet 10.9.0.2 peer 10.9.0.1/32`): IFA_ADDRESS
+/// differs from IFA_LOCAL there.
+fn peer_of(msg: &AddressMessage, local: IpAddr) -> Option<IpAddr> {
+    let address = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    })?;
+    let has_local = msg
+        .attributes
+        .iter()
+        .any(|a| matches!(a, AddressAttribute::Local(_)));
+    (has_local && address != local).then_some(address)
+}
+
 /// An address multiwan may bind a probe to and NAT from: any IPv4 address; for IPv6 a
 /// global one that has passed duplicate address detection and is not deprecated.
 fn usable_source(msg: &AddressMessage, ip: IpAddr) -> bool {
@@ -469,19 +486,20 @@ fn main_route(route: &RouteMessage, facts: &mut Facts) {
         return;
     }
     if dst_len == 0 {
-        if let (Some(gw), Some(oif)) = (gateway(route), oif(route)) {
-            facts.default_gateways.entry(oif).or_insert(gw);
+        if let Some(oif) = oif(route) {
+            let hop = gateway(route).map_or(NextHop::Device, NextHop::Via);
+            facts.default_gateways.entry(oif).or_insert(hop);
         }
         for hop in route.attributes.iter().flat_map(|a| match a {
             RouteAttribute::MultiPath(hops) => hops.as_slice(),
             _ => &[],
         }) {
-            if let Some(gw) = hop.attributes.iter().find_map(gateway_attr) {
-                facts
-                    .default_gateways
-                    .entry(hop.interface_index)
-                    .or_insert(gw);
-            }
+            let via = hop.attributes.iter().find_map(gateway_attr);
+            let next = via.map_or(NextHop::Device, NextHop::Via);
+            facts
+                .default_gateways
+                .entry(hop.interface_index)
+                .or_insert(next);
         }
         return;
     }

@@ -91,7 +91,10 @@ pub fn wanted_routes(plan: &Plan, view: &KernelView) -> Vec<RouteKey> {
             RouteKind::Default { interface, .. } if !view.usable.contains(interface) => None,
             RouteKind::Default { gateway, interface } => Some(RouteKey {
                 table: r.table,
-                gateway: Some(*gateway.known()?),
+                gateway: match gateway.known()? {
+                    plan::NextHop::Via(ip) => Some(*ip),
+                    plan::NextHop::Device => None,
+                },
                 oif: Some(*view.links.get(interface)?),
                 unreachable: false,
                 metric: r.metric,
@@ -135,8 +138,11 @@ pub struct Facts {
     pub addresses: HashMap<u32, IpAddr>,
     /// Every network on an interface, and every specific route of the main table.
     pub connected: Vec<IpNet>,
-    /// Main-table default route gateways by output interface index.
-    pub default_gateways: HashMap<u32, IpAddr>,
+    /// Main-table default routes' next hops by output interface index (a device route,
+    /// `default dev ppp0`, has none).
+    pub default_gateways: HashMap<u32, plan::NextHop>,
+    /// The peer address of each point-to-point interface index.
+    pub peers: HashMap<u32, IpAddr>,
     /// Every network on each interface index.
     pub networks: HashMap<u32, Vec<IpNet>>,
 }
@@ -175,6 +181,7 @@ fn observe_family(
     let facts = view.of(family);
     let mut addresses = BTreeMap::new();
     let mut gateways = BTreeMap::new();
+    let mut peers = BTreeMap::new();
     for u in &config.uplinks {
         let spec = match family {
             Family::Ipv4 => u.gateway,
@@ -196,6 +203,9 @@ fn observe_family(
             Family::Ipv4 => "IPv4 address",
             Family::Ipv6 => "usable global IPv6 address",
         };
+        if let Some(peer) = facts.peers.get(index) {
+            peers.insert(u.name.clone(), *peer);
+        }
         match facts.addresses.get(index) {
             Some(a) => {
                 addresses.insert(u.name.clone(), *a);
@@ -238,6 +248,7 @@ fn observe_family(
     Observed {
         addresses,
         gateways,
+        peers,
         connected: Some(connected),
         lan_networks: Some(lan_networks),
         ..Default::default()
@@ -272,15 +283,15 @@ uplinks:
                     "100.64.2.0/24".parse().unwrap(),
                     "10.0.0.0/24".parse().unwrap(),
                 ],
-                default_gateways: [(4, ip("100.64.2.1"))].into(),
-                networks: Default::default(),
+                default_gateways: [(4, plan::NextHop::Via(ip("100.64.2.1")))].into(),
+                ..Default::default()
             },
             ..Default::default()
         };
         let (o, warnings) = observe(&config(), &view);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(o.addresses["b"], ip("100.64.2.2"));
-        assert_eq!(o.gateways["b"], ip("100.64.2.1"));
+        assert_eq!(o.gateways["b"], plan::NextHop::Via(ip("100.64.2.1")));
         assert!(
             !o.gateways.contains_key("a"),
             "static gateways are not learned"
@@ -318,6 +329,60 @@ uplinks:
         let routes = wanted_routes(&plan, &view);
         assert_eq!(routes.iter().filter(|r| r.table == 102).count(), 1);
         assert!(routes.iter().any(|r| r.table == 102 && r.unreachable));
+    }
+
+    #[test]
+    fn a_point_to_point_device_route_is_learned_and_installed_without_a_gateway() {
+        let c = crate::config::parse(
+            "lan_interfaces: [lan0]
+uplinks:
+  - {name: a, interface: wan1, gateway: 100.64.1.1}
+  - {name: ppp, interface: ppp0, gateway: auto}
+",
+            "t.yaml",
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut view = KernelView {
+            links: [("wan1".to_string(), 3), ("ppp0".to_string(), 9)].into(),
+            usable: ["wan1".to_string(), "ppp0".to_string()].into(),
+            v4: Facts {
+                addresses: [(3, ip("100.64.1.2")), (9, ip("10.9.0.2"))].into(),
+                default_gateways: [(9, plan::NextHop::Device)].into(),
+                peers: [(9, ip("10.9.0.1"))].into(),
+                connected: vec!["10.0.0.0/24".parse().unwrap()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (o, warnings) = observe(&c, &view);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(o.gateways["ppp"], plan::NextHop::Device);
+        assert_eq!(
+            o.default_target(c.uplink("ppp").unwrap()),
+            Some(ip("10.9.0.1"))
+        );
+        let plan = Plan::build(&c, &o);
+        let device = wanted_routes(&plan, &view)
+            .into_iter()
+            .find(|r| r.table == 102 && !r.unreachable)
+            .expect("a default route in ppp's table");
+        assert_eq!((device.gateway, device.oif), (None, Some(9)));
+        assert!(plan.uplink("ppp").unwrap().routable);
+        assert_eq!(plan.balance.members().len(), 2);
+        // The session drops: no address, no default route. Never balanced onto.
+        view.v4.addresses.remove(&9);
+        view.v4.default_gateways.remove(&9);
+        let (o, _) = observe(&c, &view);
+        let plan = Plan::build(&c, &o);
+        assert!(!plan.uplink("ppp").unwrap().routable);
+        let members: Vec<&str> = plan
+            .balance
+            .members()
+            .iter()
+            .map(|m| m.uplink.as_str())
+            .collect();
+        assert_eq!(members, ["a"], "whatever its probes say");
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! Probe sockets: ICMP echo probes out of one uplink with surge-ping, and TCP checks of
-//! port-forward backends. An uplink's socket is bound to its interface **and** source
-//! address, and carries its mark (SO_MARK): the fwmark rule sends it through the uplink's
-//! table, so a probe can only be answered if that ISP really carries it (binding alone
-//! does not steer a probe: see docs/architecture.md).
+//! Probe sockets: ICMP echo probes out of one uplink with surge-ping, the other methods
+//! ([`methods`]: TCP, DNS, HTTP), and TCP checks of port-forward backends. An uplink's
+//! sockets are bound to its interface **and** source address, and carry its mark
+//! (SO_MARK): the fwmark rule sends them through the uplink's table, so a probe can only
+//! be answered if that ISP really carries it (binding alone does not steer a probe: see
+//! docs/architecture.md).
+
+pub mod methods;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -11,6 +14,7 @@ use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence,
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::debug;
 
+use crate::config::ProbeMethod;
 use crate::family::Family;
 use crate::health::ProbeRequest;
 
@@ -72,12 +76,14 @@ pub fn check_backend(
     });
 }
 
-/// The probe socket of one family of one uplink.
+/// The probe sockets of one family of one uplink: a standing ICMP socket, and sockets of
+/// the other methods made per probe.
 pub struct Prober {
     client: Client,
     ident: u16,
-    /// The interface's index: the scope of a link-local target (an IPv6 gateway).
-    scope: u32,
+    /// The interface's index: the scope of a link-local target (an IPv6 gateway), and what
+    /// tells a re-created interface of the same name (a PPP reconnect) from the old one.
+    pub index: u32,
     pub interface: String,
     pub source: IpAddr,
     pub mark: u32,
@@ -108,7 +114,7 @@ impl Prober {
         Ok(Self {
             client,
             ident,
-            scope: index,
+            index,
             interface: interface.to_string(),
             source,
             mark,
@@ -121,18 +127,39 @@ impl Prober {
         let ident = PingIdentifier(self.ident);
         let uplink = uplink.to_string();
         let family = Family::of_addr(&self.source);
-        let scope = self.scope;
+        let scope = self.index;
+        let path = methods::Path {
+            interface: self.interface.clone(),
+            source: self.source,
+            mark: self.mark,
+        };
         tokio::spawn(async move {
-            let mut pinger = client.pinger(req.target, ident).await;
-            pinger.timeout(req.timeout);
-            if matches!(req.target, IpAddr::V6(t) if t.is_unicast_link_local()) {
-                pinger.scope_id(scope);
-            }
-            debug!(target: LOG_TARGET, %uplink, %family, seq = req.seq, target = %req.target, "probe sent");
-            let outcome = match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
-                Ok((packet, rtt)) => answer(&packet).map(|()| rtt),
-                Err(SurgeError::Timeout { .. }) => Err("timeout".into()),
-                Err(e) => Err(e.to_string()),
+            let target = &req.target;
+            debug!(target: LOG_TARGET, %uplink, %family, seq = req.seq, target = %target, "probe sent");
+            let to = SocketAddr::new(target.addr, target.method.port());
+            let outcome = match &target.method {
+                ProbeMethod::Icmp => {
+                    let mut pinger = client.pinger(target.addr, ident).await;
+                    pinger.timeout(req.timeout);
+                    if matches!(target.addr, IpAddr::V6(t) if t.is_unicast_link_local()) {
+                        pinger.scope_id(scope);
+                    }
+                    match pinger.ping(PingSequence(req.seq), PAYLOAD).await {
+                        Ok((packet, rtt)) => answer(&packet).map(|()| rtt),
+                        Err(SurgeError::Timeout { .. }) => Err("timeout".into()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                ProbeMethod::Tcp { .. } => methods::tcp(&path, to, req.timeout).await,
+                ProbeMethod::Dns { query, .. } => {
+                    methods::dns(&path, to, query, req.seq, req.timeout).await
+                }
+                ProbeMethod::Http {
+                    host,
+                    path: uri,
+                    expect,
+                    ..
+                } => methods::http(&path, to, host, uri, *expect, req.timeout).await,
             };
             let event = match outcome {
                 Ok(rtt) => {
