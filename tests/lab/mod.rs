@@ -723,6 +723,24 @@ impl Held {
         .unwrap()
     }
 
+    /// Opens connections until `want` of them went through the uplink whose
+    /// address is `via` (the others are closed), so a test about "connections
+    /// through isp1" never depends on the luck of a weighted draw.
+    pub fn open_via(lab: &Lab, src: Ipv4Addr, via: Ipv4Addr, want: usize) -> Vec<Held> {
+        let mut held = Vec::new();
+        for _ in 0..want * 30 {
+            let h = Held::open(lab, src);
+            if h.seen == via {
+                held.push(h);
+                if held.len() == want {
+                    break;
+                }
+            }
+        }
+        assert_eq!(held.len(), want, "no {want} connections through {via}");
+        held
+    }
+
     pub fn ping(&mut self) -> bool {
         let mut buf = [0u8; 4];
         self.stream.write_all(b"ping").is_ok()
