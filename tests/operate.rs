@@ -154,6 +154,7 @@ fn status_json_shape_is_stable() {
             "rtt_ms",
             "share_percent",
             "since_unix",
+            "standby",
             "state",
             "table",
             "weight"

@@ -140,9 +140,7 @@ fn a_reconnect_with_a_new_address_deletes_only_the_old_addresss_connections() {
         "{seen:?}"
     );
     // Connections held open through isp1 across the reconnect.
-    let mut held: Vec<lab::Held> = (0..6).map(|_| lab::Held::open(&lab, LAN_CLIENT)).collect();
-    held.retain(|h| h.seen == uplink_addr(1));
-    assert!(!held.is_empty());
+    let mut held = lab::Held::open_via(&lab, LAN_CLIENT, uplink_addr(1), 3);
     let ct = |lab: &Lab| lab.exec_ok("rt", &["conntrack", "-L", "-f", "ipv4"]);
     assert!(ct(&lab).contains(&format!("dst={PPP1} ")), "{}", ct(&lab));
     // The session drops; the device is gone at once (new index when it comes back).
@@ -337,4 +335,51 @@ fn a_captive_portal_puts_an_http_probed_uplink_down_though_ping_works() {
     );
     let log = daemon.log_text();
     assert!(!log.contains("uplink=isp1 from=up to=down"), "{log}");
+}
+
+#[test]
+fn a_metered_backup_is_probed_slowly_until_it_is_needed() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let text = method_config("[198.51.100.1, 198.51.100.2]").replace(
+        "gateway: 100.64.2.1, probe: {targets",
+        "gateway: 100.64.2.1, tier: 2, probe: {standby_interval: 3s, targets",
+    );
+    assert!(text.contains("standby_interval"), "{text}");
+    let path = lab.file("m.yaml", &text);
+    let daemon = lab.daemon(&path);
+    let status = |lab: &Lab| -> serde_json::Value {
+        let text = lab.multiwan_ok(&["status", "--json", "-c", path.to_str().unwrap()]);
+        serde_json::from_str(&text).unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let first = status(&lab);
+    assert_eq!(first["uplinks"][1]["standby"], true, "{first}");
+    assert_eq!(first["uplinks"][0]["standby"], false, "{first}");
+    std::thread::sleep(Duration::from_secs(6));
+    let later = status(&lab);
+    let sent = |s: &serde_json::Value, i: usize| s["uplinks"][i]["probes_sent"].as_u64().unwrap();
+    let backup = sent(&later, 1) - sent(&first, 1);
+    let primary = sent(&later, 0) - sent(&first, 0);
+    assert!(backup <= 8, "2 targets every 3 s for 6 s: {backup}");
+    assert!(primary >= 20, "2 targets every 500 ms: {primary}");
+    // The primary dies: the backup wakes at once and takes over within the usual bounds.
+    lab.blackhole(1, true);
+    logged(
+        &daemon,
+        &["uplink=isp1 from=up to=down"],
+        Duration::from_secs(5),
+    );
+    let start = Instant::now();
+    while shares(&lab, 10) != HashMap::from([(uplink_addr(2), 10)]) {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the backup did not take over"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&lab)["uplinks"][1]["standby"], false);
 }

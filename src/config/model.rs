@@ -268,6 +268,10 @@ pub struct Probe {
     pub targets: Vec<ProbeTarget>,
     #[serde(with = "duration_ms")]
     pub interval: Duration,
+    /// The slower interval of an uplink that carries nothing (a metered backup), until it
+    /// carries traffic or a better tier is no longer healthy.
+    #[serde(with = "duration_ms_opt")]
+    pub standby_interval: Option<Duration>,
     #[serde(with = "duration_ms")]
     pub timeout: Duration,
     pub quorum: u32,

@@ -30,6 +30,7 @@ pub struct RawUplink {
 pub struct RawProbe {
     pub targets: Option<OneOrMany<RawTarget>>,
     pub interval: Option<Span>,
+    pub standby_interval: Option<Span>,
     pub timeout: Option<Span>,
     pub quorum: Option<u32>,
     pub down_after: Option<u32>,

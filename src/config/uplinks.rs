@@ -258,6 +258,19 @@ impl Checker<'_> {
         }
         let (interval, timeout) =
             self.timing(raw.interval, raw.timeout, Duration::from_millis(500), p);
+        let standby_interval = raw.standby_interval.map(|s| s.0);
+        if let Some(s) = standby_interval
+            && (s < interval || s > Duration::from_secs(600))
+        {
+            self.error(
+                &p.key("standby_interval"),
+                format!(
+                    "{} is out of range: at least `interval` ({}) and at most 10m",
+                    Span(s),
+                    Span(interval)
+                ),
+            );
+        }
         let quorum = raw.quorum.unwrap_or(1);
         // Each family is judged on its own targets (its gateway when it has none).
         let of = |v6: bool| {
@@ -284,6 +297,7 @@ impl Checker<'_> {
         Probe {
             targets,
             interval,
+            standby_interval,
             timeout,
             quorum,
             down_after,

@@ -112,6 +112,9 @@ pub struct UplinkStatus {
     pub connections: Option<u64>,
     /// Their bytes, both directions (needs `net.netfilter.nf_conntrack_acct=1`).
     pub bytes: Option<u64>,
+    /// Probed every `standby_interval`: it carries nothing now.
+    #[serde(default)]
+    pub standby: bool,
     /// The uplink's IPv6, judged and balanced on its own (absent: no IPv6 on it). The
     /// fields above are IPv4's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +140,8 @@ pub struct FamilyStatus {
     pub gateway: String,
     pub connections: Option<u64>,
     pub bytes: Option<u64>,
+    #[serde(default)]
+    pub standby: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -79,6 +79,19 @@ pub fn render(status: &Status, now_unix: f64) -> String {
             );
         }
     }
+    let standby: Vec<&str> = status
+        .uplinks
+        .iter()
+        .filter(|u| u.standby)
+        .map(|u| u.name.as_str())
+        .collect();
+    if !standby.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSTANDBY (carrying nothing, probed every standby_interval): {}",
+            standby.join(", ")
+        );
+    }
     let transitions: Vec<(String, &LastTransition)> = status
         .uplinks
         .iter()
@@ -243,6 +256,7 @@ mod tests {
             table: 101,
             connections: Some(3),
             bytes: None,
+            standby: false,
             ipv6: Some(FamilyStatus {
                 state: "up".into(),
                 since_unix: 900.0,
@@ -259,6 +273,7 @@ mod tests {
                 gateway: "fe80::1".into(),
                 connections: Some(2),
                 bytes: None,
+                standby: false,
             }),
         };
         let s = Status {

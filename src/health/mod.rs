@@ -86,6 +86,7 @@ pub struct Settings {
     pub family: Family,
     pub targets: Vec<ProbeTarget>,
     pub interval: Duration,
+    pub standby_interval: Option<Duration>,
     pub timeout: Duration,
     pub quorum: u32,
     pub down_after: u32,
@@ -112,6 +113,7 @@ impl Settings {
             family,
             targets,
             interval: u.probe.interval,
+            standby_interval: u.probe.standby_interval,
             timeout: u.probe.timeout,
             quorum: u.probe.quorum,
             down_after: u.probe.down_after,
@@ -237,6 +239,8 @@ pub struct Monitor {
     rng: u64,
     /// Judgement is suspended: multiwan's own routing is being repaired (see `hold`).
     held: bool,
+    /// The uplink carries nothing: rounds come every `standby_interval`.
+    standby: bool,
 }
 
 impl Monitor {
@@ -278,6 +282,7 @@ impl Monitor {
             counters: (0, 0, 0),
             rng: seed | 1,
             held: false,
+            standby: false,
         }
     }
 
@@ -333,7 +338,7 @@ impl Monitor {
         }
         self.counters.0 += out.len() as u64;
         self.open_rounds.push_back(self.round_id);
-        let next = self.next_round + self.settings.interval;
+        let next = self.next_round + self.interval();
         let next = if self.jitter_early() {
             next - self.jitter()
         } else {
@@ -341,11 +346,35 @@ impl Monitor {
         };
         // After a stall (suspend, overload) start afresh rather than firing a burst.
         self.next_round = if next < now {
-            now + self.settings.interval
+            now + self.interval()
         } else {
             next
         };
         out
+    }
+
+    /// The time between rounds now: `standby_interval` while on standby.
+    fn interval(&self) -> Duration {
+        match (self.standby, self.settings.standby_interval) {
+            (true, Some(s)) => s,
+            _ => self.settings.interval,
+        }
+    }
+
+    /// Puts the machine on standby (the uplink carries nothing) or wakes it: a wake-up
+    /// starts a round at once, so a backup that is needed is judged at the normal pace.
+    pub fn set_standby(&mut self, standby: bool, now: Instant) {
+        if standby == self.standby {
+            return;
+        }
+        self.standby = standby;
+        if !standby && self.next_round > now {
+            self.next_round = now;
+        }
+    }
+
+    pub fn on_standby(&self) -> bool {
+        self.standby && self.settings.standby_interval.is_some()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -358,7 +387,7 @@ impl Monitor {
     /// Up to 5 % of the interval, early or late (see [`Monitor::jitter_early`]), so uplinks
     /// and routers do not probe in lockstep and the mean interval stays as configured.
     fn jitter(&mut self) -> Duration {
-        let spread = (self.settings.interval / 20).as_nanos() as u64;
+        let spread = (self.interval() / 20).as_nanos() as u64;
         Duration::from_nanos(self.next_random() % spread.max(1))
     }
 

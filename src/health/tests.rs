@@ -17,6 +17,7 @@ fn settings(targets: &[IpAddr]) -> Settings {
         family: Family::Ipv4,
         targets: targets.iter().map(|t| ProbeTarget::icmp(*t)).collect(),
         interval: ms(500),
+        standby_interval: None,
         timeout: ms(1000),
         quorum: 1,
         down_after: 3,
@@ -232,6 +233,33 @@ fn an_uplink_without_a_route_is_down_whatever_its_probes_say() {
     assert!(
         up >= ms(12_000) && up < ms(13_000),
         "{up:?}: five rounds after"
+    );
+}
+
+#[test]
+fn a_backup_on_standby_probes_slowly_and_wakes_at_once() {
+    let s = Settings {
+        standby_interval: Some(ms(5_000)),
+        ..settings(&[T1])
+    };
+    let mut sim = Sim::new(s, Health::Up, Box::new(|_, _| Some(ms(1))));
+    sim.run_until(ms(1_000));
+    let normal = sim.m.stats().sent;
+    sim.m.set_standby(true, sim.now);
+    sim.run_until(ms(21_000));
+    let slow = sim.m.stats().sent - normal;
+    assert!((3..=6).contains(&slow), "{slow} rounds in 20 s on standby");
+    sim.m.set_standby(false, sim.now);
+    sim.run_until(ms(21_010));
+    assert_eq!(
+        sim.m.stats().sent - normal - slow,
+        1,
+        "a round at once on waking"
+    );
+    sim.run_until(ms(26_000));
+    assert!(
+        sim.m.stats().sent - normal - slow >= 10,
+        "the normal pace again"
     );
 }
 

@@ -153,6 +153,40 @@ impl Agent {
             .collect()
     }
 
+    /// Puts on standby (see `probe.standby_interval`) each family of an uplink that carries
+    /// nothing now: no balanced share, no pinned policy, no port forward, and every uplink
+    /// of a better tier healthy. Anything else wakes it.
+    pub(super) fn update_standby(&mut self, now: Instant) {
+        for plan in self.plan.families() {
+            let pinned: Vec<&str> = plan
+                .policies
+                .iter()
+                .filter_map(|p| match &p.decision {
+                    crate::plan::Decision::Pinned { uplink } => Some(uplink.as_str()),
+                    _ => None,
+                })
+                .collect();
+            for u in &plan.uplinks {
+                let forwards = self
+                    .config
+                    .port_forwards
+                    .iter()
+                    .any(|f| f.uplinks.contains(&u.name));
+                let better_unwell = plan
+                    .uplinks
+                    .iter()
+                    .any(|b| b.tier < u.tier && b.health != Health::Up);
+                let idle = u.share == 0.0
+                    && !pinned.contains(&u.name.as_str())
+                    && !forwards
+                    && !better_unwell;
+                if let Some(m) = self.monitors.get_mut(&Track::new(&u.name, plan.family)) {
+                    m.set_standby(idle, now);
+                }
+            }
+        }
+    }
+
     /// Makes one monitor per family of each uplink that has something to probe, keeping
     /// existing monitors whose settings did not change (and the state of those that did).
     pub(super) fn rebuild_monitors(&mut self, states: &BTreeMap<Track, Health>, initial: Health) {

@@ -142,6 +142,7 @@ impl Agent {
         let mut observed = self.observed.clone();
         observed.adopt(&self.judged());
         self.plan = Plan::build(&self.config, &observed);
+        self.update_standby(Instant::now());
     }
 
     fn log_changes(&mut self, report: &Report) {

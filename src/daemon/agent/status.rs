@@ -78,6 +78,7 @@ impl Agent {
             gateway: u.gateway.to_string(),
             connections: None,
             bytes: None,
+            standby: monitor.is_some_and(|m| m.on_standby()),
         }
     }
 
@@ -110,6 +111,7 @@ impl Agent {
                 table: u.table,
                 connections: None,
                 bytes: None,
+                standby: v4.standby,
                 ipv6,
             }
         });
