@@ -15,9 +15,11 @@
 //!    time to repair, false downs, connections lost.
 //! 5. Failover under load: quiet, then while 500 slow clients hold the metrics port and
 //!    100 clients ask for status in a loop.
+//! 6. Probe methods: the hard outage of 1., IPv4, with the primary probed by ICMP, TCP,
+//!    HTTP and DNS (two targets each, defaults otherwise), side by side in one run.
 //!
 //! Run: `cargo bench --bench failover` (all), or name sections: `-- outage`, `-- cost`,
-//! `-- rtt`, `-- drift`, `-- load`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
+//! `-- rtt`, `-- drift`, `-- load`, `-- methods`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -74,6 +76,83 @@ fn main() {
     if wanted("load") {
         load();
     }
+    if wanted("methods") {
+        methods();
+    }
+}
+
+/// The primary's probe targets for each method: two servers in the lab's internet.
+const METHODS: [(&str, &str); 4] = [
+    ("icmp", "[198.51.100.1, 198.51.100.2]"),
+    (
+        "tcp",
+        "[{host: 198.51.100.1, method: tcp, port: 80}, {host: 198.51.100.2, method: tcp, port: 80}]",
+    ),
+    (
+        "http",
+        "[{url: 'http://198.51.100.1/generate_204', expect: 204}, {url: 'http://198.51.100.2/generate_204', expect: 204}]",
+    ),
+    (
+        "dns",
+        "[{host: 198.51.100.1, method: dns, query: check.example.net}, {host: 198.51.100.2, method: dns, query: check.example.net}]",
+    ),
+];
+
+/// Failover with each probe method on the primary, one lab, one run: the same outage as
+/// `outage` (IPv4), `TRIALS` times per method.
+fn methods() {
+    let mut lab = Lab::new(2);
+    lab.start_internet_echo();
+    for addr in [Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(198, 51, 100, 2)] {
+        lab.serve_http("inet", addr, 80, "HTTP/1.1 204 No Content");
+    }
+    let conf = lab.file("dns.conf", "");
+    let pid = lab.file("dns.pid", "");
+    lab.spawn(
+        "inet",
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--conf-file={}", conf.display()),
+            &format!("--pid-file={}", pid.display()),
+            "--listen-address=198.51.100.1,198.51.100.2",
+            "--bind-interfaces",
+            "--host-record=check.example.net,192.0.2.10",
+        ],
+    );
+    println!("## Hard outage of the primary by probe method, {TRIALS} times each (seconds)");
+    println!(
+        "| primary probed by | first connection via backup: median | worst | all new connections via backup: median | worst |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut every = Vec::new();
+    for (method, targets) in METHODS {
+        let config = format!(
+            "lan_interfaces: [lan0]
+uplinks:
+  - {{name: primary, interface: wan1, gateway: 100.64.1.1, tier: 1, probe: {{targets: {targets}}}}}
+  - {{name: backup, interface: wan2, gateway: 100.64.2.1, tier: 2, probe: {{targets: [198.51.100.1, 198.51.100.2]}}}}
+"
+        );
+        let path = lab.file(&format!("{method}.yaml"), &config);
+        let daemon = lab.daemon(&path);
+        let mut trials = Vec::new();
+        for i in 0..TRIALS {
+            wait_all_via(&lab, uplink_addr(1).into(), Duration::from_secs(20));
+            trials.push(outage(&lab, i, Family::V4));
+            lab.blackhole(1, false);
+        }
+        drop(daemon);
+        lab.multiwan_ok(&["cleanup", "-c", &path.to_string_lossy()]);
+        let (f, fw) = stats(&trials.iter().map(|t| t.0).collect::<Vec<_>>());
+        let (a, aw) = stats(&trials.iter().map(|t| t.1).collect::<Vec<_>>());
+        println!("| {method} | {f:.2} | {fw:.2} | {a:.2} | {aw:.2} |");
+        every.push(format!("{method}: {}", fmt_trials(&trials)));
+    }
+    println!("Every trial (first/all): {}", every.join("; "));
+    println!();
 }
 
 /// One outage: (to first, to all) new connections via the backup.
