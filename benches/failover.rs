@@ -103,7 +103,10 @@ const METHODS: [(&str, &str); 4] = [
 fn methods() {
     let mut lab = Lab::new(2);
     lab.start_internet_echo();
-    for addr in [Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(198, 51, 100, 2)] {
+    for addr in [
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(198, 51, 100, 2),
+    ] {
         lab.serve_http("inet", addr, 80, "HTTP/1.1 204 No Content");
     }
     let conf = lab.file("dns.conf", "");

@@ -9,7 +9,12 @@ fn every_profile_plan_passes_iptables_restore_test() {
     }
     let lab = lab::Lab::new(1);
     let root = env!("CARGO_MANIFEST_DIR");
-    for profile in ["home-dual-wan", "failover-only", "branch-office", "pppoe-lte"] {
+    for profile in [
+        "home-dual-wan",
+        "failover-only",
+        "branch-office",
+        "pppoe-lte",
+    ] {
         let cfg = format!("{root}/profiles/{profile}.yaml");
         for down in [None, Some("fibre")] {
             let mut args = vec!["plan", "-c", &cfg];
