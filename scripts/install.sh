@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds multiwan in release mode and installs the binary, the systemd unit and an example
-# config (an existing config is never overwritten).
+# config (an existing config is never overwritten). On Debian and Ubuntu, prefer the
+# package (scripts/package-deb.sh): it adds man pages, completions and a clean purge.
 #
 #   sudo scripts/install.sh            # install into /
 #   DESTDIR=/tmp/stage scripts/install.sh   # stage into a folder (packaging, tests)
 #   MULTIWAN_BINARY=path scripts/install.sh # install this binary instead of building
 #
-# Uninstall: `sudo multiwan cleanup -c /etc/multiwan/multiwan.yaml` (removes every rule,
-# route and set multiwan installed), `sudo systemctl disable --now multiwan`, then delete
-# /usr/local/bin/multiwan, /etc/systemd/system/multiwan.service and, if you like,
-# /etc/multiwan.
+# Uninstall: `sudo systemctl disable --now multiwan` (first: a running daemon re-installs
+# what cleanup removes), `sudo multiwan cleanup` (removes every rule, route and set
+# multiwan installed; no config needed), then delete /usr/local/sbin/multiwan,
+# /etc/systemd/system/multiwan.service and, if you like, /etc/multiwan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${DESTDIR:-}
@@ -21,8 +22,10 @@ else
   binary=target/release/multiwan
 fi
 
-install -D -m 0755 "$binary" "$dest/usr/local/bin/multiwan"
-install -D -m 0644 packaging/multiwan.service "$dest/etc/systemd/system/multiwan.service"
+install -D -m 0755 "$binary" "$dest/usr/local/sbin/multiwan"
+install -d -m 0755 "$dest/etc/systemd/system"
+sed 's|/usr/sbin/multiwan|/usr/local/sbin/multiwan|g' packaging/multiwan.service >"$dest/etc/systemd/system/multiwan.service"
+chmod 0644 "$dest/etc/systemd/system/multiwan.service"
 install -d -m 0755 "$dest/etc/multiwan/hooks.d"
 if [ -e "$dest/etc/multiwan/multiwan.yaml" ]; then
   echo "kept the existing $dest/etc/multiwan/multiwan.yaml"

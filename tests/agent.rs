@@ -303,6 +303,35 @@ fn reload_the_kernel_refuses_keeps_the_previous_config_running() {
     assert_eq!(json["last_reload"]["ok"], false, "{status}");
     let why = json["last_reload"]["error"].as_str().unwrap_or("");
     assert!(why.contains("ipset"), "{why}");
+    // `multiwan reload` (what `systemctl reload` runs) fails when the kernel refuses (the
+    // impostor set is now in use by another rule, so no reconcile can remove it)...
+    lab.exec_ok("rt", &["ipset", "create", "multiwan_video", "hash:ip"]);
+    let rule = [
+        "INPUT", "-m", "set", "--match-set", "multiwan_video", "src", "-j", "ACCEPT",
+    ];
+    lab.exec_ok("rt", &[&["iptables", "-A"][..], &rule].concat());
+    let reload = |lab: &Lab| {
+        let out = lab.multiwan(&["reload", "-c", &path]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, said) = reload(&lab);
+    assert!(!ok && said.contains("reload refused") && said.contains("ipset"), "{said}");
+    // ...succeeds once it can be installed (the reconcile removes the impostor set)...
+    lab.exec_ok("rt", &[&["iptables", "-D"][..], &rule].concat());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, said) = reload(&lab);
+    assert!(ok && said.contains("reloaded"), "{said}");
+    // ...and never sends a file that does not validate, naming its line.
+    let log_before = daemon.log_text().len();
+    std::fs::write(&path, "lan_interfaces: [lan0]\nuplinks: []\n").unwrap();
+    let (ok, said) = reload(&lab);
+    assert!(!ok && said.contains(":2:") && said.contains("reload not sent"), "{said}");
+    assert!(!daemon.log_text()[log_before..].contains("reload"), "the daemon was not asked");
 }
 
 #[test]

@@ -246,11 +246,41 @@ fn metrics_follow_an_outage_and_recovery() {
         .find(|x| x.metric == "multiwan_transitions_total" && x.labels.get("to") == Some("down"))
         .expect("transition counted");
     assert_eq!(t.labels.get("cause"), Some("probes"));
+    promtool_accepts(&lab);
     lab.blackhole(1, false);
     daemon
         .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(8))
         .expect("up");
     scrape_until(&lab, "isp1", 1.0);
+}
+
+/// `promtool check metrics` (the Prometheus project's own linter) finds nothing to say
+/// about a live /metrics with every kind of sample present. CI installs promtool.
+fn promtool_accepts(lab: &Lab) {
+    let have = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("MULTIWAN_REQUIRE_NETNS").is_none(),
+            "promtool is missing (apt-get install prometheus)"
+        );
+        eprintln!("promtool not installed: lint skipped");
+        return;
+    }
+    let text = lab.exec_ok("rt", &["curl", "-sf", "http://127.0.0.1:9273/metrics"]);
+    let path = lab.file("metrics.txt", &text);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "promtool check metrics < \"$0\"", &path.to_string_lossy()])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}\n{text}");
 }
 
 /// Scrapes until `multiwan_uplink_up{uplink}` reads `up`: the gauges are updated just
@@ -427,7 +457,10 @@ fn systemd_unit_passes_verify() {
     let unit = std::fs::read_to_string(format!("{root}/packaging/multiwan.service")).unwrap();
     for needed in [
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/sbin/multiwan reload -c /etc/multiwan/multiwan.yaml",
+        "WatchdogSec=30s",
+        "After=network-online.target nftables.service firewalld.service ufw.service netfilter-persistent.service",
+        "ReloadPropagatedFrom=nftables.service firewalld.service ufw.service netfilter-persistent.service",
         "Restart=on-failure",
         "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW",
         "ProtectSystem=strict",
@@ -444,11 +477,12 @@ fn systemd_unit_passes_verify() {
     let path = dir.join("multiwan.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/multiwan", env!("CARGO_BIN_EXE_multiwan")),
+        unit.replace("/usr/sbin/multiwan", env!("CARGO_BIN_EXE_multiwan")),
     )
     .unwrap();
+    // The man pages it names come with the package (tests/package.rs checks `man -w`).
     let out = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .arg(&path)
         .output()
         .expect("systemd-analyze (apt-get install systemd)");
@@ -512,12 +546,17 @@ fn install_script_stages_files_and_keeps_an_existing_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     for f in [
-        "usr/local/bin/multiwan",
+        "usr/local/sbin/multiwan",
         "etc/systemd/system/multiwan.service",
         "etc/multiwan/multiwan.yaml",
     ] {
         assert!(dest.join(f).exists(), "{f}");
     }
+    let unit = std::fs::read_to_string(dest.join("etc/systemd/system/multiwan.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/sbin/multiwan run") && !unit.contains("/usr/sbin/"),
+        "the unit names the installed binary:\n{unit}"
+    );
     std::fs::write(dest.join("etc/multiwan/multiwan.yaml"), "# mine\n").unwrap();
     let out = run();
     assert!(String::from_utf8_lossy(&out.stdout).contains("kept the existing"));
@@ -709,4 +748,69 @@ fn the_metrics_port_cuts_slow_clients_and_caps_connections() {
         said.contains("warning: metrics: 0.0.0.0:9273 is not a loopback address"),
         "{said}"
     );
+}
+
+/// What systemd sees (Type=notify, WatchdogSec=, the journal): READY=1, a STATUS= line that
+/// follows the uplinks, WATCHDOG=1 keep-alives at half the period asked for, and log lines
+/// that carry their syslog priority, so an ISP going down is a warning.
+#[test]
+fn systemd_gets_readiness_a_status_line_keep_alives_and_priorities() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("notify.sock", "");
+    std::fs::remove_file(&path).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let config = lab.file("multiwan.yaml", CONFIG);
+    let daemon = lab.spawn_daemon_env(
+        &config,
+        "info",
+        &[
+            ("NOTIFY_SOCKET", &path.to_string_lossy()),
+            ("WATCHDOG_USEC", "400000"),
+            ("JOURNAL_STREAM", "8:12345"),
+        ],
+    );
+    let mut said: Vec<String> = Vec::new();
+    let mut read_until = |want: &dyn Fn(&[String]) -> bool, what: &str| {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while !want(&said) {
+            assert!(
+                start.elapsed() < Duration::from_secs(8),
+                "{what} never sent; got {said:?}"
+            );
+            if let Ok(n) = socket.recv(&mut buf) {
+                said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    read_until(
+        &|s| {
+            s.iter().any(|m| m == "READY=1")
+                && s.iter().any(|m| m.contains("STATUS=isp1 up 70%, isp2 up 30%"))
+                && s.iter().filter(|m| *m == "WATCHDOG=1").count() >= 4
+        },
+        "READY=1, the status line and keep-alives",
+    );
+    lab.blackhole(1, true);
+    read_until(
+        &|s| s.iter().any(|m| m.starts_with("STATUS=isp1 down") && m.contains("isp2 up 100%")),
+        "the status line of isp1 down",
+    );
+    let log = daemon.log_text();
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"))
+            .to_string()
+    };
+    assert!(line("started: rules installed").starts_with("<6>"), "{log}");
+    assert!(line("from=up to=down").starts_with("<4>"), "{log}");
+    assert!(!log.contains("\x1b["), "no colours for the journal");
 }

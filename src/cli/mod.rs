@@ -7,7 +7,9 @@ mod dnsmasq;
 mod explain;
 mod ha;
 mod ipv6;
+mod journal;
 mod plan;
+mod reload;
 mod run;
 mod status;
 
@@ -41,6 +43,9 @@ pub enum Command {
     Run(run::Args),
     /// Show what the running daemon is doing: states, weights, RTT, loss, reasons.
     Status(status::Args),
+    /// Reload the running daemon's config and wait for its verdict (`systemctl reload`):
+    /// fails, saying why, when the file is invalid or the kernel refuses it (root).
+    Reload(reload::Args),
     /// Print or write the dnsmasq drop-in that fills the sets with `domains` (no root
     /// needed to print).
     Dnsmasq(dnsmasq::Args),
@@ -109,6 +114,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(a) => cleanup::run(a),
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),
+        Command::Reload(a) => reload::run(a),
         Command::Dnsmasq(a) => dnsmasq::run(a),
         Command::Ha(a) => ha::run(a),
         Command::Ipv6(a) => ipv6::run(a),

@@ -48,6 +48,13 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
+        LogFormat::Text if super::journal::stderr_is_journal() => {
+            let inner = tracing_subscriber::fmt::format().without_time();
+            builder
+                .with_ansi(false)
+                .event_format(super::journal::WithPriority(inner))
+                .init()
+        }
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

@@ -18,6 +18,9 @@ pub struct Status {
     pub version: String,
     pub config: String,
     pub started_unix: f64,
+    /// The daemon's process id (`multiwan reload` signals it).
+    #[serde(default)]
+    pub pid: u32,
     /// True when no uplink is up and `when_all_down` decides.
     pub all_down: bool,
     pub uplinks: Vec<UplinkStatus>,

@@ -280,6 +280,7 @@ mod tests {
             version: "0.1.0".into(),
             config: "/etc/m.yaml".into(),
             started_unix: 900.0,
+            pid: 1,
             all_down: false,
             uplinks: vec![u],
             policies: vec![PolicyStatus {

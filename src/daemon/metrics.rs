@@ -309,11 +309,39 @@ impl Metrics {
     }
 
     /// The exposition text (OpenMetrics, which Prometheus reads).
+    /// The registry in Prometheus' text format 0.0.4 (see [`to_prometheus_text`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        to_prometheus_text(&out)
     }
+}
+
+/// Turns OpenMetrics text into Prometheus' text format 0.0.4, which every scraper and
+/// `promtool check metrics` read: a counter's HELP and TYPE name its samples (`x_total`,
+/// where OpenMetrics names the family `x`), and the `# EOF` and `# UNIT` lines go.
+pub fn to_prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// Serves GET /metrics on `addr` until the runtime ends (see [`super::http`] for the
@@ -322,7 +350,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
     let handler: super::http::Handler = Arc::new(move |path: &str| match path {
         "/metrics" => super::http::Reply {
             status: 200,
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics.encode(),
         },
         _ => super::http::Reply::text(404, "multiwan serves /metrics\n"),
@@ -333,6 +361,15 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_described_under_their_sample_names() {
+        let text = "# HELP x_probes Probes sent.\n# TYPE x_probes counter\nx_probes_total{u=\"a\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(text),
+            "# HELP x_probes_total Probes sent.\n# TYPE x_probes_total counter\nx_probes_total{u=\"a\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
 
     #[test]
     fn encodes_prometheus_names() {

@@ -8,3 +8,4 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod signals;
+pub mod systemd;

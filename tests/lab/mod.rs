@@ -442,6 +442,16 @@ impl Lab {
 
     /// Starts `multiwan run -c config` in the router without waiting for anything.
     pub fn spawn_daemon(&self, config: &std::path::Path, filter: &str) -> Daemon {
+        self.spawn_daemon_env(config, filter, &[])
+    }
+
+    /// [`Lab::spawn_daemon`] with extra environment (what systemd would pass).
+    pub fn spawn_daemon_env(
+        &self,
+        config: &std::path::Path,
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let text = std::fs::read_to_string(config).unwrap();
         if !text.contains("\ncontrol:") {
             let socket = self.socket();
@@ -467,6 +477,7 @@ impl Lab {
             ])
             .arg(config)
             .env("RUST_LOG", filter)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

@@ -166,6 +166,8 @@ struct Agent {
     started: SystemTime,
     /// When each family of each uplink entered its current state.
     since: BTreeMap<Track, SystemTime>,
+    /// STATUS= and watchdog keep-alives for systemd.
+    systemd: crate::daemon::systemd::Systemd,
     /// Each family's last transition and when it happened.
     last: BTreeMap<Track, (Transition, SystemTime)>,
     backends: BTreeMap<(String, usize), BackendMonitor>,
@@ -248,6 +250,7 @@ impl Agent {
             metrics: Arc::new(Metrics::new()),
             started: SystemTime::now(),
             since: BTreeMap::new(),
+            systemd: crate::daemon::systemd::Systemd::from_env(Instant::now()),
             last: BTreeMap::new(),
             backends: BTreeMap::new(),
             backends_down: Default::default(),
@@ -287,6 +290,7 @@ impl Agent {
             .chain(backends)
             .chain(hold)
             .chain(self.resync_at)
+            .chain(self.systemd.next_wakeup())
             .chain([self.next_reconcile])
             .min()
             .expect("reconcile is always due")
@@ -319,6 +323,7 @@ impl Agent {
                 self.metrics.update_uplink(plan.family, u, stats.as_ref());
             }
         }
+        self.tell_systemd(now);
     }
 
     /// What the kernel should hold now.

@@ -17,17 +17,27 @@ impl Agent {
     /// dead uplinks' connections), and everyone else.
     pub(super) fn act(&mut self) {
         let transitions = std::mem::take(&mut self.pending);
+        // A recovery is news; anything else is a warning (`journalctl -p warning`).
+        macro_rules! changed {
+            ($level:ident, $t:expr) => {
+                $level!(
+                    uplink = %$t.uplink,
+                    from = %$t.from,
+                    to = %$t.to,
+                    reason = %$t.cause,
+                    loss_percent = format!("{:.1}", $t.loss * 100.0),
+                    rtt_ms = $t.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_default(),
+                    family = %$t.family,
+                    "uplink state changed"
+                )
+            };
+        }
         for t in &transitions {
-            info!(
-                uplink = %t.uplink,
-                from = %t.from,
-                to = %t.to,
-                reason = %t.cause,
-                loss_percent = format!("{:.1}", t.loss * 100.0),
-                rtt_ms = t.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_default(),
-                family = %t.family,
-                "uplink state changed"
-            );
+            if t.to == Health::Up {
+                changed!(info, t);
+            } else {
+                changed!(warn, t);
+            }
         }
         let (flushable, withheld): (Vec<Transition>, Vec<Transition>) = transitions
             .iter()

@@ -141,6 +141,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             config: self.path.display().to_string(),
             started_unix: unix(self.started),
+            pid: std::process::id(),
             all_down: self.plan.all_down,
             uplinks: uplinks.collect(),
             policies: policies.collect(),
@@ -168,5 +169,38 @@ impl Agent {
                 })
             })
             .collect()
+    }
+}
+
+impl Agent {
+    /// systemd's one-line view (STATUS=) and its watchdog keep-alive.
+    pub(super) fn tell_systemd(&mut self, now: std::time::Instant) {
+        let plan = &self.plan;
+        let since = &self.since;
+        let wall = SystemTime::now();
+        let v6 = plan.v6.as_deref();
+        self.systemd.tick(now, || {
+            let lines: Vec<crate::daemon::systemd::Line> = plan
+                .uplinks
+                .iter()
+                .map(|u| {
+                    let track = Track::new(&u.name, Family::Ipv4);
+                    let v6_down = v6
+                        .and_then(|p| p.uplinks.iter().find(|x| x.name == u.name))
+                        .is_some_and(|x| {
+                            x.health == crate::health::Health::Down
+                                && u.health != crate::health::Health::Down
+                        });
+                    crate::daemon::systemd::Line {
+                        name: &u.name,
+                        health: u.health,
+                        share: u.share,
+                        since: since.get(&track).and_then(|t| wall.duration_since(*t).ok()),
+                        other_family_down: v6_down.then_some("IPv6"),
+                    }
+                })
+                .collect();
+            crate::daemon::systemd::status_line(&lines)
+        });
     }
 }
