@@ -14,6 +14,7 @@ pub mod files;
 pub mod ha;
 pub mod health;
 pub mod kernel;
+pub mod owned;
 pub mod plan;
 
 /// An error and each of its causes, once, on one line: `a: b: c`. Error types put only

@@ -307,7 +307,14 @@ fn reload_the_kernel_refuses_keeps_the_previous_config_running() {
     // impostor set is now in use by another rule, so no reconcile can remove it)...
     lab.exec_ok("rt", &["ipset", "create", "multiwan_video", "hash:ip"]);
     let rule = [
-        "INPUT", "-m", "set", "--match-set", "multiwan_video", "src", "-j", "ACCEPT",
+        "INPUT",
+        "-m",
+        "set",
+        "--match-set",
+        "multiwan_video",
+        "src",
+        "-j",
+        "ACCEPT",
     ];
     lab.exec_ok("rt", &[&["iptables", "-A"][..], &rule].concat());
     let reload = |lab: &Lab| {
@@ -320,7 +327,10 @@ fn reload_the_kernel_refuses_keeps_the_previous_config_running() {
         (out.status.success(), text)
     };
     let (ok, said) = reload(&lab);
-    assert!(!ok && said.contains("reload refused") && said.contains("ipset"), "{said}");
+    assert!(
+        !ok && said.contains("reload refused") && said.contains("ipset"),
+        "{said}"
+    );
     // ...succeeds once it can be installed (the reconcile removes the impostor set)...
     lab.exec_ok("rt", &[&["iptables", "-D"][..], &rule].concat());
     std::thread::sleep(Duration::from_millis(1500));
@@ -330,8 +340,14 @@ fn reload_the_kernel_refuses_keeps_the_previous_config_running() {
     let log_before = daemon.log_text().len();
     std::fs::write(&path, "lan_interfaces: [lan0]\nuplinks: []\n").unwrap();
     let (ok, said) = reload(&lab);
-    assert!(!ok && said.contains(":2:") && said.contains("reload not sent"), "{said}");
-    assert!(!daemon.log_text()[log_before..].contains("reload"), "the daemon was not asked");
+    assert!(
+        !ok && said.contains(":2:") && said.contains("reload not sent"),
+        "{said}"
+    );
+    assert!(
+        !daemon.log_text()[log_before..].contains("reload"),
+        "the daemon was not asked"
+    );
 }
 
 #[test]

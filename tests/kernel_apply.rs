@@ -601,3 +601,37 @@ fn a_refused_table_leaves_the_others_as_they_were() {
         "the new balance chain of the mangle table was taken out again"
     );
 }
+
+/// Uninstalling as an admin does it: `cleanup` refuses while the daemon runs (it would
+/// re-install everything within a second), and once the service is stopped it removes
+/// everything without a config (the admin deleted /etc/multiwan first), even with
+/// non-default tables and rule priorities, from what the daemon recorded.
+#[test]
+fn cleanup_needs_no_config_and_refuses_while_the_daemon_runs() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let before = lab.snapshot("rt");
+    let config = format!("{BASE}table_base: 300\nrule_priority_base: 20000\n");
+    let path = lab.file("multiwan.yaml", &config);
+    let daemon = lab.daemon(&path);
+    let record = lab.socket().with_file_name("installed.json");
+    let record = record.to_string_lossy();
+    let installed = lab.snapshot("rt");
+    assert!(installed.contains("20101:"), "{installed}");
+    let out = lab.multiwan(&["cleanup", "--record", &record]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("stop it first"),
+        "{said}"
+    );
+    assert_eq!(lab.snapshot("rt"), installed, "nothing was removed");
+    drop(daemon);
+    std::fs::remove_file(&path).unwrap();
+    let out = lab.multiwan_ok(&["cleanup", "--record", &record]);
+    assert!(out.contains("as recorded in"), "{out}");
+    assert!(out.contains("5 ip rule(s), 4 route(s)"), "{out}");
+    assert_eq!(lab.snapshot("rt"), before);
+}

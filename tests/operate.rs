@@ -272,7 +272,11 @@ fn promtool_accepts(lab: &Lab) {
     let text = lab.exec_ok("rt", &["curl", "-sf", "http://127.0.0.1:9273/metrics"]);
     let path = lab.file("metrics.txt", &text);
     let out = std::process::Command::new("sh")
-        .args(["-c", "promtool check metrics < \"$0\"", &path.to_string_lossy()])
+        .args([
+            "-c",
+            "promtool check metrics < \"$0\"",
+            &path.to_string_lossy(),
+        ])
         .output()
         .unwrap();
     let said = format!(
@@ -280,7 +284,10 @@ fn promtool_accepts(lab: &Lab) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}\n{text}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
 }
 
 /// Scrapes until `multiwan_uplink_up{uplink}` reads `up`: the gauges are updated just
@@ -793,14 +800,18 @@ fn systemd_gets_readiness_a_status_line_keep_alives_and_priorities() {
     read_until(
         &|s| {
             s.iter().any(|m| m == "READY=1")
-                && s.iter().any(|m| m.contains("STATUS=isp1 up 70%, isp2 up 30%"))
+                && s.iter()
+                    .any(|m| m.contains("STATUS=isp1 up 70%, isp2 up 30%"))
                 && s.iter().filter(|m| *m == "WATCHDOG=1").count() >= 4
         },
         "READY=1, the status line and keep-alives",
     );
     lab.blackhole(1, true);
     read_until(
-        &|s| s.iter().any(|m| m.starts_with("STATUS=isp1 down") && m.contains("isp2 up 100%")),
+        &|s| {
+            s.iter()
+                .any(|m| m.starts_with("STATUS=isp1 down") && m.contains("isp2 up 100%"))
+        },
         "the status line of isp1 down",
     );
     let log = daemon.log_text();

@@ -15,6 +15,11 @@ pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
         installer.adopt_installed_ids(&mut config).await?;
         installer.apply(&config, &Default::default()).await
     })?;
+    if let Err(e) = multiwan::owned::record(&config) {
+        eprintln!(
+            "warning: could not record what was installed (cleanup falls back to the config): {e}"
+        );
+    }
     for w in sysctl::enforce(&config).iter().chain(&applied.warnings) {
         eprintln!("warning: {w}");
     }

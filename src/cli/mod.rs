@@ -38,7 +38,7 @@ pub enum Command {
     /// Install the plan in the kernel with every uplink assumed up (root).
     Apply(ConfigArg),
     /// Remove every rule, route, chain and set multiwan installed, and nothing else (root).
-    Cleanup(ConfigArg),
+    Cleanup(cleanup::Args),
     /// Run the daemon: install, probe every uplink, fail over and back (root).
     Run(run::Args),
     /// Show what the running daemon is doing: states, weights, RTT, loss, reasons.

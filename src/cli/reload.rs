@@ -28,7 +28,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let before = match control::query(&path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("multiwan: {}: is the daemon running?", multiwan::error_chain(&e));
+            eprintln!(
+                "multiwan: {}: is the daemon running?",
+                multiwan::error_chain(&e)
+            );
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -67,7 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => {}
         }
     }
-    eprintln!("multiwan: no verdict from the daemon within {} s", args.timeout);
+    eprintln!(
+        "multiwan: no verdict from the daemon within {} s",
+        args.timeout
+    );
     Ok(ExitCode::FAILURE)
 }
 

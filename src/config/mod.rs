@@ -27,6 +27,10 @@ pub use values::{PortRange, Span};
 /// Where `multiwan` looks for its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/multiwan/multiwan.yaml";
 
+/// `table_base` and `rule_priority_base` unless the config says otherwise.
+pub const DEFAULT_TABLE_BASE: u32 = 100;
+pub const DEFAULT_RULE_PRIORITY_BASE: u32 = 10000;
+
 /// Where the daemon's control socket is unless `control.socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/multiwan/multiwan.sock";
 

@@ -72,7 +72,9 @@ impl Checker<'_> {
     }
 
     pub(super) fn table_base(&mut self, top: &BTreeMap<String, Value>, uplinks: &[Uplink]) -> u32 {
-        let base = self.optional::<u32>(top, "table_base").unwrap_or(100);
+        let base = self
+            .optional::<u32>(top, "table_base")
+            .unwrap_or(super::DEFAULT_TABLE_BASE);
         let path = FieldPath::root().key("table_base");
         let max_id = uplinks.iter().map(|u| u.id).max().unwrap_or(1);
         let Some(last) = base.checked_add(max_id) else {
@@ -105,7 +107,7 @@ impl Checker<'_> {
     pub(super) fn priority_base(&mut self, top: &BTreeMap<String, Value>) -> u32 {
         let base = self
             .optional::<u32>(top, "rule_priority_base")
-            .unwrap_or(10000);
+            .unwrap_or(super::DEFAULT_RULE_PRIORITY_BASE);
         if base == 0 || base.saturating_add(999) >= 32766 {
             self.error(
                 &FieldPath::root().key("rule_priority_base"),

@@ -108,7 +108,7 @@ impl Installer {
     }
 
     /// Removes everything of ours; keeps going after a failure and reports every error.
-    pub async fn cleanup(&self, config: &Config) -> Removed {
+    pub async fn cleanup(&self, ranges: crate::owned::Ranges) -> Removed {
         let mut removed = Removed::default();
         // Without IPv6 in the kernel there can be nothing of ours in ip6tables.
         let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists();
@@ -121,7 +121,7 @@ impl Installer {
                 Err(e) => removed.errors.push(e.into()),
             }
         }
-        let (routing, errors) = self.routing.cleanup(config).await;
+        let (routing, errors) = self.routing.cleanup(ranges).await;
         removed.routing = routing;
         removed
             .errors

@@ -273,6 +273,7 @@ impl Agent {
         agent.rebuild_monitors(&BTreeMap::new(), initial);
         agent.sync_links(Instant::now());
         agent.sync_routes(Instant::now());
+        agent.record_ownership();
         info!(
             uplinks = agent.config.uplinks.len(),
             took_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -388,6 +389,14 @@ impl Agent {
         self.rebuild_backends();
         self.replan();
         self.init_ha();
+    }
+
+    /// Records the tables and rule priorities installed, so `cleanup` finds them without
+    /// a config (see [`crate::owned`]).
+    pub(super) fn record_ownership(&self) {
+        if let Err(e) = crate::owned::record(&self.config) {
+            warn!(error = %e, "could not record what was installed: cleanup will need the config");
+        }
     }
 
     /// A reload that did not take: the previous config runs on, and status says why.

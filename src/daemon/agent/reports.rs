@@ -103,6 +103,7 @@ impl Agent {
         } else if reloaded && self.previous.take().is_some() {
             self.metrics.reloaded(true);
             self.last_reload = Some(super::status::Reload::succeeded());
+            self.record_ownership();
         }
         if installed && report.observed.is_some() {
             self.end_hold(Some(report.started), Instant::now());

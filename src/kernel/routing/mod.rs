@@ -6,6 +6,7 @@
 
 pub mod model;
 
+use crate::owned::Ranges;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
@@ -226,7 +227,7 @@ impl Routing {
             .rules(family)
             .await?
             .into_iter()
-            .filter(|m| is_our_rule(config, m))
+            .filter(|m| is_our_rule(Ranges::of(config), m))
             .filter_map(|m| rule_key(&m).map(|k| (k, m)))
             .collect();
         let have_keys: Vec<RuleKey> = have.iter().map(|(k, _)| k.clone()).collect();
@@ -292,13 +293,13 @@ impl Routing {
     }
 
     /// Removes every rule and route of ours in both families; keeps going after a failure.
-    pub async fn cleanup(&self, config: &Config) -> (RoutingChanges, Vec<RoutingError>) {
+    pub async fn cleanup(&self, ranges: Ranges) -> (RoutingChanges, Vec<RoutingError>) {
         let mut changes = RoutingChanges::default();
         let mut errors = Vec::new();
         for family in Family::ALL {
             match self.rules(family).await {
                 Ok(rules) => {
-                    for m in rules.into_iter().filter(|m| is_our_rule(config, m)) {
+                    for m in rules.into_iter().filter(|m| is_our_rule(ranges, m)) {
                         let Some(key) = rule_key(&m) else { continue };
                         match self.delete_rule(m, &key).await {
                             Ok(()) => changes.rules_deleted.push(key),
@@ -313,7 +314,7 @@ impl Routing {
                 Ok(routes) => {
                     for m in routes
                         .into_iter()
-                        .filter(|m| model::owns_table(config, table_of(m)))
+                        .filter(|m| ranges.owns_table(table_of(m)))
                     {
                         let key = route_key(&m);
                         match self.delete_route(m, &key).await {
@@ -574,7 +575,7 @@ fn route_key(route: &RouteMessage) -> RouteKey {
     }
 }
 
-fn is_our_rule(config: &Config, msg: &RuleMessage) -> bool {
+fn is_our_rule(ranges: Ranges, msg: &RuleMessage) -> bool {
     let ours = msg
         .attributes
         .iter()
@@ -583,7 +584,7 @@ fn is_our_rule(config: &Config, msg: &RuleMessage) -> bool {
         RuleAttribute::Priority(p) => Some(*p),
         _ => None,
     });
-    ours && priority.is_some_and(|p| model::owns_priority(config, p))
+    ours && priority.is_some_and(|p| ranges.owns_priority(p))
 }
 
 fn rule_key(msg: &RuleMessage) -> Option<RuleKey> {

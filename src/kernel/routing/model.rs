@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, Gateway, MAX_UPLINK_ID};
+use crate::config::{Config, Gateway};
 use crate::plan::{self, Family, Observed, Plan, Resolved, RouteKind};
 
 /// `rtm_protocol` on every rule and route multiwan adds: how cleanup tells ours from others
@@ -43,12 +43,12 @@ pub struct RouteKey {
 
 /// Is this priority inside multiwan's range?
 pub fn owns_priority(config: &Config, priority: u32) -> bool {
-    (config.rule_priority_base..config.rule_priority_base + 1000).contains(&priority)
+    crate::owned::Ranges::of(config).owns_priority(priority)
 }
 
 /// Is this table one of multiwan's (table_base+1 ..= table_base+99)?
 pub fn owns_table(config: &Config, table: u32) -> bool {
-    table > config.table_base && table <= config.table_base + MAX_UPLINK_ID
+    crate::owned::Ranges::of(config).owns_table(table)
 }
 
 /// The rules the plan wants; rules whose address is not known yet are left out.
