@@ -22,3 +22,7 @@ export MULTIWAN_REQUIRE_NETNS=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test -- --test-threads=2
+# The namespace tests again with iptables-legacy: each lab's router then holds a legacy
+# rule of "another tool", so multiwan must choose legacy itself (netfilter.backend: auto).
+echo "== the namespace tests again on the iptables-legacy backend =="
+MULTIWAN_TEST_BACKEND=legacy cargo test --tests -- --test-threads=2

@@ -272,6 +272,8 @@ impl Walker<'_> {
             // The packet explained opens a connection (a SYN) and comes from another host.
             Match::TcpNotSyn => false,
             Match::LocalSource { negated } => *negated,
+            // The packet explained opens a connection.
+            Match::Reply => false,
         }
     }
 

@@ -390,7 +390,7 @@ fn cleanup_restores_exactly_what_was_there() {
     assert_ne!(lab.snapshot("rt"), before);
     let out = lab.multiwan_ok(&["cleanup", "-c", &path]);
     assert!(
-        out.contains("removed: 7 chain(s), 5 ip rule(s), 4 route(s), 2 set(s)"),
+        out.contains("removed: 8 chain(s), 5 ip rule(s), 4 route(s), 2 set(s)"),
         "{out}"
     );
     assert_eq!(lab.snapshot("rt"), before);

@@ -11,6 +11,10 @@ pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
     let mut config = args.load()?;
     let rt = super::runtime()?;
     let applied = rt.block_on(async {
+        let backend = multiwan::kernel::install::select_backend(&config).await?;
+        for w in &backend.warnings {
+            eprintln!("warning: {w}");
+        }
         let installer = Installer::new()?;
         installer.adopt_installed_ids(&mut config).await?;
         installer.apply(&config, &Default::default()).await

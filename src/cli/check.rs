@@ -22,6 +22,9 @@ pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for w in firewall_warnings(&config) {
+        println!("warning: {w}");
+    }
     let drops = || {
         let rt = super::runtime().ok()?;
         rt.block_on(netfilter::forward_policy_drops(Family::Ipv4))
@@ -33,4 +36,37 @@ pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What this host's firewall would drop of what the config routes; nothing when the
+/// tables cannot be read (not root). Reads only: `check` changes nothing.
+fn firewall_warnings(config: &multiwan::config::Config) -> Vec<String> {
+    // Only root can read the tables.
+    if unsafe { libc::geteuid() } != 0 {
+        return Vec::new();
+    }
+    let Ok(rt) = super::runtime() else {
+        return Vec::new();
+    };
+    rt.block_on(async {
+        let mut out = Vec::new();
+        match netfilter::backend::select(config.backend).await {
+            Ok(selected) => out.extend(selected.decision.warnings),
+            Err(e) => {
+                out.push(multiwan::error_chain(&e));
+                return out;
+            }
+        }
+        let plan = multiwan::plan::Plan::build(config, &Default::default());
+        for fp in plan.families() {
+            if let Ok(save) = netfilter::save(fp.family).await {
+                out.extend(netfilter::firewall_warnings(
+                    fp,
+                    &config.lan_interfaces,
+                    &save,
+                ));
+            }
+        }
+        out
+    })
 }

@@ -44,7 +44,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 pub fn schema_keys() -> Vec<String> {
     use raw::*;
     let mut keys: Vec<String> = validate::TOP_KEYS.iter().map(|k| k.to_string()).collect();
-    let sections: [(&str, Vec<String>); 12] = [
+    let sections: [(&str, Vec<String>); 13] = [
         ("uplinks[]", fields::<RawUplink>()),
         ("uplinks[].probe", fields::<RawProbe>()),
         ("uplinks[].probe.degraded", fields::<RawDegraded>()),
@@ -52,6 +52,7 @@ pub fn schema_keys() -> Vec<String> {
         ("policies[].match", fields::<RawMatch>()),
         ("nat", fields::<RawNat>()),
         ("control", fields::<RawControl>()),
+        ("netfilter", fields::<RawNetfilter>()),
         ("port_forwards[]", fields::<RawForward>()),
         (
             "port_forwards[].to[]",

@@ -33,6 +33,8 @@ pub struct Config {
     pub ha: Option<Ha>,
     /// The LAN's IPv6 prefix, which `nat6: npt` maps onto each uplink's prefix.
     pub lan_prefix6: Option<Ipv6Net>,
+    /// Which iptables backend holds multiwan's rules.
+    pub backend: NetfilterBackend,
 }
 
 /// This node of a VRRP pair (keepalived) with conntrack sync (conntrackd).
@@ -465,6 +467,21 @@ pub enum WhenAllDown {
     BalanceAll,
     /// New connections get ICMP unreachable.
     Unreachable,
+}
+
+/// `netfilter.backend`: the iptables backend multiwan's rules go into. Rules in the other
+/// backend are invisible to it, and both run: the firewall's and multiwan's must share one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetfilterBackend {
+    /// The backend the host's other rules are in; with none, where multiwan's own rules
+    /// are, else what `iptables` itself is.
+    #[default]
+    Auto,
+    /// nf_tables (`iptables-nft`), Debian's default since 10.
+    Nft,
+    /// The legacy x_tables (`iptables-legacy`), older distributions and some OpenWrt builds.
+    Legacy,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

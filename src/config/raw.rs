@@ -138,6 +138,12 @@ pub struct RawNat {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawNetfilter {
+    pub backend: Option<super::model::NetfilterBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawControl {
     pub socket: Option<PathBuf>,
     pub group: Option<String>,

@@ -35,6 +35,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "port_forwards",
     "ha",
     "lan_prefix6",
+    "netfilter",
 ];
 
 /// Collects diagnostics while reading one file.
@@ -298,6 +299,7 @@ impl<'a> Checker<'a> {
         let port_forwards = self.port_forwards(top, &uplinks);
         let ha = self.ha(top, &lan_interfaces, &uplinks);
         let lan_prefix6 = self.lan_prefix6(top, &uplinks);
+        let netfilter: RawNetfilter = self.optional(top, "netfilter").unwrap_or_default();
         Config {
             lan_interfaces,
             uplinks,
@@ -317,6 +319,7 @@ impl<'a> Checker<'a> {
             port_forwards,
             ha,
             lan_prefix6,
+            backend: netfilter.backend.unwrap_or_default(),
         }
     }
 }

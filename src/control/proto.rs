@@ -35,6 +35,10 @@ pub struct Status {
     /// How the last reload went (absent until one happened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload: Option<ReloadStatus>,
+    /// What needs the admin's attention now: the firewall drops what multiwan routes, a
+    /// route that cannot be installed yet, a sysctl to fix.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

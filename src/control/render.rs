@@ -159,6 +159,12 @@ pub fn render(status: &Status, now_unix: f64) -> String {
             r.error.as_deref().unwrap_or("")
         );
     }
+    if !status.warnings.is_empty() {
+        let _ = writeln!(out, "\nWARNINGS");
+        for w in &status.warnings {
+            let _ = writeln!(out, "{w}");
+        }
+    }
     out
 }
 
@@ -319,6 +325,7 @@ mod tests {
                 sync_error: None,
                 conntrackd_config: PathBuf::new(),
             }),
+            warnings: vec![],
             last_reload: Some(ReloadStatus {
                 ok: false,
                 at_unix: 1060.0,

@@ -17,6 +17,30 @@ pub enum InstallError {
     Netfilter(#[from] NetfilterError),
     #[error("ipset")]
     Ipset(#[from] IpsetError),
+    #[error("choosing the iptables backend")]
+    Backend(#[from] netfilter::backend::BackendError),
+}
+
+/// Chooses the iptables backend for this process (see [`netfilter::backend`]) and removes
+/// multiwan's chains from the other one when an earlier run left them there, so rules are
+/// never split across the two. Call it before anything touches iptables.
+pub async fn select_backend(config: &Config) -> Result<netfilter::backend::Decision, InstallError> {
+    let selected = netfilter::backend::select(config.backend).await?;
+    if let Some(stale) = &selected.stale {
+        for family in Family::ALL {
+            let removed = netfilter::cleanup_in(stale, family).await?;
+            if removed.removed() > 0 {
+                tracing::warn!(
+                    from = stale.kind.name(),
+                    to = selected.decision.kind.name(),
+                    chains = removed.removed(),
+                    family = %family,
+                    "multiwan's chains moved to the backend in use"
+                );
+            }
+        }
+    }
+    Ok(selected.decision)
 }
 
 /// What one apply did.
@@ -90,6 +114,15 @@ impl Installer {
         let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
         let sets = ipset::update(&all_sets).await?;
         let installed = netfilter::apply(&plan).await?;
+        for (family, save) in &installed.saved {
+            if let Some(fp) = plan.of(*family) {
+                warnings.extend(netfilter::firewall_warnings(
+                    fp,
+                    &config.lan_interfaces,
+                    save,
+                ));
+            }
+        }
         let routing = self.routing.reconcile(config, &plan, &view).await?;
         warnings.extend(routing.failed.iter().cloned());
         let stale_sets = ipset::destroy_except(&all_sets).await?;
@@ -112,13 +145,16 @@ impl Installer {
         let mut removed = Removed::default();
         // Without IPv6 in the kernel there can be nothing of ours in ip6tables.
         let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists();
-        for family in Family::ALL
-            .into_iter()
-            .filter(|f| *f == Family::Ipv4 || ipv6)
-        {
-            match netfilter::cleanup(family).await {
-                Ok(changes) => removed.netfilter.tables.extend(changes.tables),
-                Err(e) => removed.errors.push(e.into()),
+        // Ours may be in either backend (a host that switched): look in both.
+        for tools in netfilter::backend::installed().await {
+            for family in Family::ALL
+                .into_iter()
+                .filter(|f| *f == Family::Ipv4 || ipv6)
+            {
+                match netfilter::cleanup_in(&tools, family).await {
+                    Ok(changes) => removed.netfilter.tables.extend(changes.tables),
+                    Err(e) => removed.errors.push(e.into()),
+                }
             }
         }
         let (routing, errors) = self.routing.cleanup(ranges).await;

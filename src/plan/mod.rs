@@ -44,6 +44,10 @@ pub const CHAIN_POSTROUTING: &str = "MULTIWAN_POSTROUTING";
 pub const CHAIN_DNAT: &str = "MULTIWAN_DNAT";
 /// Refuses new connections when every uplink is down (`when_all_down: unreachable`).
 pub const CHAIN_FORWARD: &str = "MULTIWAN_FORWARD";
+/// Accepts, in filter INPUT, replies to the router's own connections on its uplinks (the
+/// probes' among them), so a firewall reload that drops input for a moment (ufw flushes
+/// its chains under an INPUT policy of DROP) does not fail the probes.
+pub const CHAIN_INPUT: &str = "MULTIWAN_INPUT";
 /// Prefix of each port forward's chain (`MULTIWAN_FWD_<name>`, at most 28 characters).
 pub const CHAIN_FORWARD_PREFIX: &str = "MULTIWAN_FWD_";
 /// The uplinks' own addresses (hairpin: LAN clients using a public address). A `.` cannot

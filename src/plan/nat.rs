@@ -127,6 +127,21 @@ pub(super) fn filter(config: &Config, family: Family) -> TablePlan {
             ],
         });
     }
+    chains.push(Chain {
+        name: CHAIN_INPUT.into(),
+        rules: config
+            .uplinks
+            .iter()
+            .filter(|u| family == Family::Ipv4 || u.ipv6.is_some())
+            .map(|u| {
+                Rule::new(
+                    vec![Match::InInterface(u.interface.clone()), Match::Reply],
+                    Target::Accept,
+                    "multiwan replies to the router",
+                )
+            })
+            .collect(),
+    });
     TablePlan {
         name: "filter".into(),
         family,
@@ -168,5 +183,10 @@ pub(super) fn jumps(config: &Config, _family: Family) -> Vec<Jump> {
             to: CHAIN_FORWARD.into(),
         });
     }
+    out.push(Jump {
+        table: "filter".into(),
+        from: "INPUT".into(),
+        to: CHAIN_INPUT.into(),
+    });
     out
 }

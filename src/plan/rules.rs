@@ -44,11 +44,15 @@ pub enum Match {
     LocalSource {
         negated: bool,
     },
+    /// `-m conntrack --ctstate ESTABLISHED --ctdir REPLY`: a reply in a connection the
+    /// other side did not open (the router's own, when it arrives in INPUT).
+    Reply,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
+    Accept,
     Jump(String),
     /// `-g`: like a jump, but a RETURN there returns from the calling chain too.
     Goto(String),
@@ -228,6 +232,7 @@ fn match_text(m: &Match, protocol: Option<Protocol>, family: super::Family) -> S
             let not = if *negated { "! " } else { "" };
             format!("-m mark {not}--mark {value:#x}/{mask:#x}")
         }
+        Match::Reply => "-m conntrack --ctstate ESTABLISHED --ctdir REPLY".into(),
         Match::NewConnection { negated } => {
             let not = if *negated { "! " } else { "" };
             format!("-m conntrack {not}--ctstate NEW")
@@ -271,6 +276,7 @@ fn target_text(t: &Target) -> String {
         Target::Jump(c) => format!("-j {c}"),
         Target::Goto(c) => format!("-g {c}"),
         Target::Return => "-j RETURN".into(),
+        Target::Accept => "-j ACCEPT".into(),
         Target::Drop => "-j DROP".into(),
         Target::SetMark { value, mask } => format!("-j MARK --set-xmark {value:#x}/{mask:#x}"),
         Target::SetConnmark { value, mask } => {

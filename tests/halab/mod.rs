@@ -88,6 +88,9 @@ impl HaLab {
             String::from_utf8_lossy(&out.stderr)
         );
         lab::serve_echo(&lab.ns("inet"), ECHO, ECHO_PORT);
+        for k in [1, 2] {
+            lab::seed_backend(&lab.router(k));
+        }
         lab
     }
 
@@ -458,7 +461,7 @@ ha:
             "netns",
             "exec",
             &self.ns(&format!("isp{n}")),
-            "iptables",
+            &lab::iptables_command("iptables"),
             op,
             "FORWARD",
             "-j",

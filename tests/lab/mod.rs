@@ -18,6 +18,7 @@
 
 mod delay;
 pub mod dns;
+pub mod firewall;
 mod http;
 mod ppp;
 mod rate;
@@ -147,6 +148,7 @@ impl Lab {
             argv.push("--ipv6");
         }
         run(&argv);
+        seed_backend(&self.ns("rt"));
     }
 
     fn roles(&self) -> Vec<String> {
@@ -171,11 +173,22 @@ impl Lab {
         self.exec_ok(role, &["sysctl", "-qw", &format!("{key}={value}")]);
     }
 
-    /// Runs a command inside a namespace.
+    /// Runs a command inside a namespace (iptables commands in the backend under test).
     pub fn exec(&self, role: &str, argv: &[&str]) -> Output {
+        let argv: Vec<String> = argv
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if i == 0 {
+                    iptables_command(a)
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
         Command::new("ip")
             .args(["netns", "exec", &self.ns(role)])
-            .args(argv)
+            .args(&argv)
             .output()
             .expect("run ip netns exec")
     }
@@ -661,6 +674,59 @@ pub fn serve_echo(netns: &str, addr: impl Into<IpAddr>, port: u16) {
     });
     rx.recv_timeout(Duration::from_secs(5))
         .expect("echo server did not start");
+}
+
+/// The iptables backend the suite runs on: `MULTIWAN_TEST_BACKEND=legacy` runs every
+/// namespace test with iptables-legacy (CI runs the suite once per backend); nf_tables
+/// otherwise.
+pub fn legacy() -> bool {
+    std::env::var("MULTIWAN_TEST_BACKEND").is_ok_and(|b| b == "legacy")
+}
+
+/// `iptables-save` → `iptables-legacy-save` when the suite runs on legacy.
+pub fn iptables_command(program: &str) -> String {
+    let known = [
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables",
+        "ip6tables-save",
+        "ip6tables-restore",
+    ];
+    match (legacy(), known.contains(&program)) {
+        (true, true) => {
+            let (base, tail) = program
+                .split_once('-')
+                .map_or((program, ""), |(b, t)| (b, t));
+            if tail.is_empty() {
+                format!("{base}-legacy")
+            } else {
+                format!("{base}-legacy-{tail}")
+            }
+        }
+        _ => program.to_string(),
+    }
+}
+
+/// On legacy, a router namespace starts with one rule of "another tool" in legacy (accept
+/// loopback input), as a host whose firewall uses iptables-legacy: multiwan's
+/// `netfilter.backend: auto` must then choose legacy.
+pub fn seed_backend(netns: &str) {
+    if legacy() {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "iptables-legacy",
+            "-A",
+            "INPUT",
+            "-i",
+            "lo",
+            "-j",
+            "ACCEPT",
+        ]);
+    }
 }
 
 pub fn enter_netns(path: &str) {

@@ -66,6 +66,13 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let mut int = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
     crate::daemon::signals::unblock();
     let config = crate::files::load_config(path)?;
+    let backend = crate::kernel::install::select_backend(&config)
+        .await
+        .map_err(AgentError::Install)?;
+    info!(backend = backend.kind.name(), why = %backend.why, "iptables backend");
+    for w in &backend.warnings {
+        warn!("{w}");
+    }
     let (probe_tx, mut probe_rx) = unbounded_channel();
     let mut kernel_events = events::subscribe().map_err(io("subscribe to netlink events"))?;
     let (mut agent, mut reports) = Agent::start(path, config, probe_tx).await?;

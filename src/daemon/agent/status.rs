@@ -149,6 +149,7 @@ impl Agent {
             sets: self.sets_status(),
             ha: self.ha_status(),
             last_reload: self.last_reload.as_ref().map(Reload::status),
+            warnings: self.last_warnings.clone(),
         }
     }
 

@@ -3,8 +3,11 @@
 //! reads our rules' packet counters on the way; removes exactly what is ours. Building the
 //! restore input is pure ([`script`]).
 
+pub mod backend;
+pub mod forward;
 pub mod script;
 
+pub use backend::Tools;
 pub use script::{Changes, Counters, TableChange};
 
 use super::exec::{self, ToolError};
@@ -44,11 +47,17 @@ pub struct Installed {
     pub changes: Changes,
     /// Our rules' packet counters as they were before the apply.
     pub counters: Counters,
+    /// Each family's tables as they were read before the apply.
+    pub saved: Vec<(Family, String)>,
 }
 
 /// Every table of a family, with counters.
 pub async fn save(family: Family) -> Result<String, NetfilterError> {
-    Ok(exec::run_ok(family.iptables_save(), &["-c"], None).await?)
+    save_with(&backend::current(), family).await
+}
+
+async fn save_with(tools: &Tools, family: Family) -> Result<String, NetfilterError> {
+    Ok(exec::run_ok(tools.save(family), &["-c"], None).await?)
 }
 
 /// Makes the kernel's tables match the plan: only chains that differ are sent, in one
@@ -61,6 +70,7 @@ pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
         let current = save(family).await?;
         out.counters
             .extend(script::counters(&current, family, TABLES));
+        out.saved.push((family, current.clone()));
         let s = script::apply_plan_script(fp, &current);
         let text = s.text(family);
         if !text.is_empty() {
@@ -78,6 +88,16 @@ pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
             .extend(remove_family(Family::Ipv6).await?.tables);
     }
     Ok(out)
+}
+
+/// What the filter table in `save` would drop of the plan's traffic.
+pub fn firewall_warnings(plan: &Plan, lans: &[String], save: &str) -> Vec<String> {
+    let uplinks: Vec<(String, String)> = plan
+        .uplinks
+        .iter()
+        .map(|u| (u.name.clone(), u.interface.clone()))
+        .collect();
+    forward::warnings(save, plan.family.iptables(), lans, &uplinks)
 }
 
 /// Removes our chains from a family the plan no longer has (IPv6 taken out of the
@@ -135,11 +155,16 @@ pub async fn apply_delta(previous: &Plan, plan: &Plan) -> Result<Changes, Netfil
 
 /// Removes every chain and jump of ours from every table of `family`.
 pub async fn cleanup(family: Family) -> Result<Changes, NetfilterError> {
-    let current = save(family).await?;
+    cleanup_in(&backend::current(), family).await
+}
+
+/// [`cleanup`] in a given backend (both, on uninstall; the one left behind on a switch).
+pub async fn cleanup_in(tools: &Tools, family: Family) -> Result<Changes, NetfilterError> {
+    let current = save_with(tools, family).await?;
     let s = script::cleanup_plan_script(family, &current);
     let text = s.text(family);
     if !text.is_empty() {
-        restore(family, &text).await?;
+        restore_with(tools, family, &text).await?;
     }
     Ok(s.changes())
 }
@@ -147,7 +172,8 @@ pub async fn cleanup(family: Family) -> Result<Changes, NetfilterError> {
 /// True when the filter table's FORWARD policy is DROP (None when it cannot be read, e.g.
 /// without root). multiwan does not open the firewall; `check` says so then.
 pub async fn forward_policy_drops(family: Family) -> Option<bool> {
-    let out = exec::run(family.iptables(), &["-w", "2", "-S", "FORWARD"], None)
+    let tools = backend::current();
+    let out = exec::run(tools.iptables(family), &["-w", "2", "-S", "FORWARD"], None)
         .await
         .ok()?;
     out.success
@@ -155,8 +181,12 @@ pub async fn forward_policy_drops(family: Family) -> Option<bool> {
 }
 
 async fn restore(family: Family, script: &str) -> Result<(), NetfilterError> {
+    restore_with(&backend::current(), family, script).await
+}
+
+async fn restore_with(tools: &Tools, family: Family, script: &str) -> Result<(), NetfilterError> {
     let ran = exec::run(
-        family.iptables_restore(),
+        tools.restore(family),
         &["-w", "5", "--noflush"],
         Some(script),
     )
