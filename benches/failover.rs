@@ -15,11 +15,15 @@
 //!    time to repair, false downs, connections lost.
 //! 5. Failover under load: quiet, then while 500 slow clients hold the metrics port and
 //!    100 clients ask for status in a loop.
+//! 7. Coexistence (`-- coexist`): Debian's nftables service (`nft -f` of its default
+//!    nftables.conf, which starts with `flush ruleset`) and `ufw reload` in the router, 10
+//!    times each: time until multiwan's rules are back and a pinned host's new connections
+//!    leave by its uplink again.
 //! 6. Probe methods: the hard outage of 1., IPv4, with the primary probed by ICMP, TCP,
 //!    HTTP and DNS (two targets each, defaults otherwise), side by side in one run.
 //!
 //! Run: `cargo bench --bench failover` (all), or name sections: `-- outage`, `-- cost`,
-//! `-- rtt`, `-- drift`, `-- load`, `-- methods`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
+//! `-- rtt`, `-- drift`, `-- load`, `-- methods`, `-- coexist`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -79,6 +83,91 @@ fn main() {
     if wanted("methods") {
         methods();
     }
+    if wanted("coexist") {
+        coexist();
+    }
+}
+
+const COEXIST: &str = "lan_interfaces: [lan0]
+uplinks:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, weight: 50, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, weight: 50, probe: {targets: [198.51.100.1, 198.51.100.2]}}
+policies:
+  - {name: pinned, match: {source: 10.0.0.50}, uplink: isp2}
+";
+
+/// The gap a firewall's reload causes: until multiwan's jump is back in mangle and three
+/// new connections of the pinned host in a row leave by isp2.
+fn coexist_gap(lab: &Lab) -> Duration {
+    let pinned = Ipv4Addr::new(10, 0, 0, 50);
+    let t = Instant::now();
+    loop {
+        let back = lab
+            .exec_ok("rt", &["iptables-save", "-t", "mangle"])
+            .contains("-j MULTIWAN_PREROUTING")
+            && lab
+                .connect_many(pinned, ECHO, ECHO_PORT, 3)
+                .iter()
+                .all(|s| *s == Some(uplink_addr(2)));
+        if back {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "not back in 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn coexist() {
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("coexist.yaml", COEXIST);
+    let daemon = lab.daemon(&path);
+    let mut nft = Vec::new();
+    for _ in 0..TRIALS {
+        lab.nftables_service_reload();
+        nft.push(coexist_gap(&lab));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    lab.ufw(&["--force", "enable"]);
+    for wan in ["wan1", "wan2"] {
+        lab.ufw(&["route", "allow", "in", "on", "lan0", "out", "on", wan]);
+    }
+    coexist_gap(&lab);
+    let mut ufw = Vec::new();
+    for _ in 0..TRIALS {
+        let t = Instant::now();
+        lab.ufw(&["reload"]);
+        let reload = t.elapsed();
+        ufw.push((reload, coexist_gap(&lab)));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let downs = daemon.log_text().matches("to=down").count();
+    drop(daemon);
+    let ms = |v: &[Duration]| {
+        let (m, w) = stats(v);
+        (m * 1000.0, w * 1000.0)
+    };
+    let (nm, nw) = ms(&nft);
+    let (um, uw) = ms(&ufw.iter().map(|u| u.1).collect::<Vec<_>>());
+    let (rm, _) = ms(&ufw.iter().map(|u| u.0).collect::<Vec<_>>());
+    println!("## Coexistence: a firewall rewrites the tables, {TRIALS} times each");
+    println!("| what | rules back and pinned traffic on its uplink: median | worst |");
+    println!("|---|---|---|");
+    println!(
+        "| Debian nftables service (`nft -f` of its nftables.conf: `flush ruleset`), from the end of `nft -f` | {nm:.0} ms | {nw:.0} ms |"
+    );
+    println!(
+        "| `ufw reload` (multiwan's rules untouched), from the end of the reload (which itself took {rm:.0} ms median) | {um:.0} ms | {uw:.0} ms |"
+    );
+    println!("Uplinks falsely declared down meanwhile: {downs}");
+    println!(
+        "Every trial, nft (ms): {}",
+        nft.iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!();
 }
 
 /// The primary's probe targets for each method: two servers in the lab's internet.

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack iperf3:iperf3 ping:iputils-ping curl:curl systemd-analyze:systemd setpriv:util-linux pgrep:procps socat:socat keepalived:keepalived conntrackd:conntrackd nft:nftables dnsmasq:dnsmasq promtool:prometheus ufw:ufw)
+need=(ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack iperf3:iperf3 ping:iputils-ping curl:curl systemd-analyze:systemd setpriv:util-linux pgrep:procps socat:socat keepalived:keepalived conntrackd:conntrackd nft:nftables dnsmasq:dnsmasq promtool:prometheus ufw:ufw man:man-db dpkg-shlibdeps:dpkg-dev gzip:gzip)
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -26,3 +26,9 @@ cargo test -- --test-threads=2
 # rule of "another tool", so multiwan must choose legacy itself (netfilter.backend: auto).
 echo "== the namespace tests again on the iptables-legacy backend =="
 MULTIWAN_TEST_BACKEND=legacy cargo test --tests -- --test-threads=2
+
+# The Debian package: built, installed with dpkg, checked (binary, example config, man
+# pages, completions, unit), purged, and nothing may be left.
+echo "== the Debian package =="
+scripts/package-deb.sh
+scripts/check-deb.sh

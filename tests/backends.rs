@@ -23,9 +23,15 @@ fn ours_in(lab: &Lab, save: &str) -> bool {
 fn foreign_rule(lab: &Lab, iptables: &str) {
     let out = lab.exec(
         "rt",
-        &[iptables, "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+        &[
+            iptables, "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -41,9 +47,16 @@ fn auto_follows_the_backend_of_the_hosts_rules() {
         foreign_rule(&lab, &format!("iptables-{backend}"));
         let path = lab.file("multiwan.yaml", CONFIG);
         let daemon = lab.daemon(&path);
-        let name = if backend == "nft" { "nf_tables" } else { "legacy" };
+        let name = if backend == "nft" {
+            "nf_tables"
+        } else {
+            "legacy"
+        };
         daemon.expect(&format!("backend=\"{name}\""), Duration::from_secs(1));
-        assert!(ours_in(&lab, &format!("iptables-{backend}-save")), "{backend}");
+        assert!(
+            ours_in(&lab, &format!("iptables-{backend}-save")),
+            "{backend}"
+        );
         assert!(!ours_in(&lab, &format!("iptables-{other}-save")), "{other}");
         assert!(lab.seen(10).contains_key(&lab::uplink_addr(1)));
     }
@@ -62,18 +75,33 @@ fn rules_split_across_both_backends_are_refused_with_a_clear_message() {
     let mut daemon = lab.spawn_daemon(&path, "info");
     daemon.expect("rules in both backends", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!daemon.alive(), "it refuses to start:\n{}", daemon.log_text());
+    assert!(
+        !daemon.alive(),
+        "it refuses to start:\n{}",
+        daemon.log_text()
+    );
     assert!(!ours_in(&lab, "iptables-legacy-save") && !ours_in(&lab, "iptables-nft-save"));
     let log = daemon.log_text();
     assert!(log.contains("netfilter: {backend: legacy}"), "{log}");
-    let check = lab.exec("rt", &[env!("CARGO_BIN_EXE_multiwan"), "check", "-c", &path.to_string_lossy()]);
+    let check = lab.exec(
+        "rt",
+        &[
+            env!("CARGO_BIN_EXE_multiwan"),
+            "check",
+            "-c",
+            &path.to_string_lossy(),
+        ],
+    );
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(said.contains("rules in both backends"), "{said}");
     // Named in the config, it runs there and says where the others are.
     let named = format!("{CONFIG}netfilter: {{backend: nft}}\n");
     std::fs::write(&path, named).unwrap();
     let daemon = lab.daemon(&path);
-    daemon.expect("rule(s) of other tools are in legacy", Duration::from_secs(1));
+    daemon.expect(
+        "rule(s) of other tools are in legacy",
+        Duration::from_secs(1),
+    );
     assert!(ours_in(&lab, "iptables-nft-save"));
 }
 
@@ -84,7 +112,10 @@ fn a_backend_switch_moves_multiwans_chains_and_cleanup_finds_them_in_either() {
     }
     let lab = Lab::new(2);
     lab.start_internet_echo();
-    let path = lab.file("multiwan.yaml", &format!("{CONFIG}netfilter: {{backend: nft}}\n"));
+    let path = lab.file(
+        "multiwan.yaml",
+        &format!("{CONFIG}netfilter: {{backend: nft}}\n"),
+    );
     let p = path.to_string_lossy().into_owned();
     lab.multiwan_ok(&["apply", "-c", &p]);
     assert!(ours_in(&lab, "iptables-nft-save"));
@@ -92,7 +123,10 @@ fn a_backend_switch_moves_multiwans_chains_and_cleanup_finds_them_in_either() {
     let daemon = lab.daemon(&path);
     daemon.expect("chains moved to the backend in use", Duration::from_secs(1));
     assert!(ours_in(&lab, "iptables-legacy-save"));
-    assert!(!ours_in(&lab, "iptables-nft-save"), "no rules left behind in nf_tables");
+    assert!(
+        !ours_in(&lab, "iptables-nft-save"),
+        "no rules left behind in nf_tables"
+    );
     assert!(lab.seen(10).contains_key(&lab::uplink_addr(1)));
     drop(daemon);
     lab.multiwan_ok(&["cleanup", "-c", &p]);

@@ -119,11 +119,13 @@ fn status_json_shape_is_stable() {
             "all_down",
             "config",
             "forwards",
+            "pid",
             "policies",
             "sets",
             "started_unix",
             "uplinks",
-            "version"
+            "version",
+            "warnings"
         ]
     );
     let sets = json["sets"].as_array().expect("sets");

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 mod apply;
+mod assets;
 mod check;
 mod cleanup;
 mod dnsmasq;
@@ -8,6 +9,7 @@ mod explain;
 mod ha;
 mod ipv6;
 mod journal;
+mod manpage;
 mod plan;
 mod reload;
 mod run;
@@ -46,6 +48,9 @@ pub enum Command {
     /// Reload the running daemon's config and wait for its verdict (`systemctl reload`):
     /// fails, saying why, when the file is invalid or the kernel refuses it (root).
     Reload(reload::Args),
+    /// Write man pages and shell completions into a folder (for packaging).
+    #[command(hide = true)]
+    Assets(assets::Args),
     /// Print or write the dnsmasq drop-in that fills the sets with `domains` (no root
     /// needed to print).
     Dnsmasq(dnsmasq::Args),
@@ -115,6 +120,7 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Status(a) => status::run(a),
         Command::Reload(a) => reload::run(a),
+        Command::Assets(a) => assets::run(a),
         Command::Dnsmasq(a) => dnsmasq::run(a),
         Command::Ha(a) => ha::run(a),
         Command::Ipv6(a) => ipv6::run(a),

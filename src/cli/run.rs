@@ -37,25 +37,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    // The netlink crates are chatty below warn.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,netlink_proto=warn,rtnetlink=warn,surge_ping=warn")
-    });
+    use tracing_subscriber::filter::Targets;
+    // `RUST_LOG=multiwan=debug`-style filters (targets and levels; no regex engine in the
+    // binary for span or field filters). The netlink crates are chatty below warn.
+    const DEFAULT: &str = "info,netlink_proto=warn,rtnetlink=warn,surge_ping=warn";
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| f.parse::<Targets>().ok())
+        .unwrap_or_else(|| DEFAULT.parse().expect("the default filter parses"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry();
     match format {
         LogFormat::Text if super::journal::stderr_is_journal() => {
             let inner = tracing_subscriber::fmt::format().without_time();
-            builder
+            let layer = layer
                 .with_ansi(false)
-                .event_format(super::journal::WithPriority(inner))
-                .init()
+                .event_format(super::journal::WithPriority(inner));
+            registry.with(layer.with_filter(filter)).init()
         }
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer.with_filter(filter)).init(),
+        LogFormat::Json => registry.with(layer.json().with_filter(filter)).init(),
     }
 }
