@@ -432,7 +432,7 @@ fn bench_failover_swap(a: &str) -> Vec<Duration> {
         .unwrap();
     rt.block_on(multiwan::kernel::ipset::update(&up.sets))
         .unwrap();
-    rt.block_on(netfilter::apply(&up)).unwrap();
+    rt.block_on(netfilter::apply(&up, &mut false)).unwrap();
     let mut times = Vec::new();
     for i in 0..20 {
         let (from, to) = if i % 2 == 0 {
@@ -482,7 +482,7 @@ fn bench_swap(a: &str, b: &str) -> (Vec<Duration>, Vec<Duration>) {
         .unwrap();
     rt.block_on(multiwan::kernel::ipset::update(&pa.sets))
         .unwrap();
-    rt.block_on(netfilter::apply(&pa)).unwrap();
+    rt.block_on(netfilter::apply(&pa, &mut false)).unwrap();
     let (mut delta, mut full) = (Vec::new(), Vec::new());
     for i in 0..10 {
         let (from, to) = if i % 2 == 0 { (&pa, &pb) } else { (&pb, &pa) };

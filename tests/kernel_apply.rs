@@ -589,7 +589,7 @@ fn a_refused_table_leaves_the_others_as_they_were() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(multiwan::kernel::netfilter::apply(&plan))
+        rt.block_on(multiwan::kernel::netfilter::apply(&plan, &mut false))
             .map(|_| ())
             .map_err(|e| multiwan::error_chain(&e))
     });

@@ -74,6 +74,8 @@ pub struct Removed {
 
 pub struct Installer {
     routing: Routing,
+    /// No chain of ours is in ip6tables (checked once while the config has no IPv6).
+    v6_clean: std::sync::atomic::AtomicBool,
 }
 
 impl Installer {
@@ -81,6 +83,7 @@ impl Installer {
     pub fn new() -> Result<Self, InstallError> {
         Ok(Self {
             routing: Routing::connect()?,
+            v6_clean: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -113,7 +116,10 @@ impl Installer {
         let plan = Plan::build(config, &observed);
         let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
         let sets = ipset::update(&all_sets).await?;
-        let installed = netfilter::apply(&plan).await?;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut v6_clean = self.v6_clean.load(Relaxed);
+        let installed = netfilter::apply(&plan, &mut v6_clean).await?;
+        self.v6_clean.store(v6_clean, Relaxed);
         for (family, save) in &installed.saved {
             if let Some(fp) = plan.of(*family) {
                 warnings.extend(netfilter::firewall_warnings(

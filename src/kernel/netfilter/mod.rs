@@ -62,8 +62,10 @@ async fn save_with(tools: &Tools, family: Family) -> Result<String, NetfilterErr
 
 /// Makes the kernel's tables match the plan: only chains that differ are sent, in one
 /// transaction per family, then read back and verified. A config without IPv6 leaves
-/// ip6tables alone, except for removing chains of ours an earlier config put there.
-pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
+/// ip6tables alone, except for removing chains of ours an earlier config put there: that
+/// check costs an `ip6tables-save`, so it is skipped while `v6_clean` says it was done
+/// (the caller keeps the flag; it is cleared whenever a plan with IPv6 is applied).
+pub async fn apply(plan: &Plan, v6_clean: &mut bool) -> Result<Installed, NetfilterError> {
     let mut out = Installed::default();
     for fp in plan.families() {
         let family = fp.family;
@@ -82,10 +84,13 @@ pub async fn apply(plan: &Plan) -> Result<Installed, NetfilterError> {
         }
         out.changes.tables.extend(s.changes().tables);
     }
-    if plan.v6.is_none() {
+    if plan.v6.is_some() {
+        *v6_clean = false;
+    } else if !*v6_clean {
         out.changes
             .tables
             .extend(remove_family(Family::Ipv6).await?.tables);
+        *v6_clean = true;
     }
     Ok(out)
 }
@@ -135,12 +140,12 @@ pub async fn apply_delta(previous: &Plan, plan: &Plan) -> Result<Changes, Netfil
     for fp in plan.families() {
         let before = previous.of(fp.family);
         let Some(s) = before.and_then(|b| script::delta_script(b, fp)) else {
-            return Ok(apply(plan).await?.changes);
+            return Ok(apply(plan, &mut false).await?.changes);
         };
         scripts.push((fp.family, s));
     }
     if previous.v6.is_some() != plan.v6.is_some() {
-        return Ok(apply(plan).await?.changes);
+        return Ok(apply(plan, &mut false).await?.changes);
     }
     let mut changes = Changes::default();
     for (family, s) in scripts {
