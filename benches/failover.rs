@@ -198,22 +198,7 @@ fn methods() {
     ] {
         lab.serve_http("inet", addr, 80, "HTTP/1.1 204 No Content");
     }
-    let conf = lab.file("dns.conf", "");
-    let pid = lab.file("dns.pid", "");
-    lab.spawn(
-        "inet",
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            &format!("--conf-file={}", conf.display()),
-            &format!("--pid-file={}", pid.display()),
-            "--listen-address=198.51.100.1,198.51.100.2",
-            "--bind-interfaces",
-            "--host-record=check.example.net,192.0.2.10",
-        ],
-    );
+    lab.serve_dns("198.51.100.1,198.51.100.2");
     println!("## Hard outage of the primary by probe method, {TRIALS} times each (seconds)");
     println!(
         "| primary probed by | first connection via backup: median | worst | all new connections via backup: median | worst |"

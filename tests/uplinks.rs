@@ -206,22 +206,7 @@ fn tcp_http_and_dns_probes_keep_an_uplink_up_when_icmp_is_dropped() {
         80,
         "HTTP/1.1 204 No Content",
     );
-    let conf = lab.file("dns.conf", "");
-    let pid = lab.file("dns.pid", "");
-    lab.spawn(
-        "inet",
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            &format!("--conf-file={}", conf.display()),
-            &format!("--pid-file={}", pid.display()),
-            "--listen-address=198.51.100.2",
-            "--bind-interfaces",
-            "--host-record=check.example.net,192.0.2.10",
-        ],
-    );
+    lab.serve_dns("198.51.100.2");
     let targets = "[{host: 198.51.100.1, method: tcp, port: 80}, {url: 'http://198.51.100.1/generate_204', expect: 204}, {host: 198.51.100.2, method: dns, query: check.example.net}]";
     let path = lab.file("m.yaml", &method_config(targets).replace("quorum", "q"));
     let text = std::fs::read_to_string(&path).unwrap().replace(

@@ -35,4 +35,26 @@ impl Lab {
         rx.recv_timeout(Duration::from_secs(5))
             .expect("http server did not start");
     }
+
+    /// A DNS server (dnsmasq) in the lab's internet on `listen` (comma-separated
+    /// addresses) that answers `check.example.net` with 192.0.2.10: the target of `dns`
+    /// probes. Stopped when the lab drops.
+    pub fn serve_dns(&mut self, listen: &str) {
+        let conf = self.file("dns.conf", "");
+        let pid = self.file("dns.pid", "");
+        self.spawn(
+            "inet",
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                &format!("--conf-file={}", conf.display()),
+                &format!("--pid-file={}", pid.display()),
+                &format!("--listen-address={listen}"),
+                "--bind-interfaces",
+                "--host-record=check.example.net,192.0.2.10",
+            ],
+        );
+    }
 }
