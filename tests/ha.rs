@@ -151,7 +151,13 @@ fn graceful_stop_of_the_master_keeps_every_connection() {
     };
     let status = lab.status(1).expect("status");
     assert_eq!(status["ha"]["node"], "r1");
-    assert_eq!(status["ha"]["holds_addresses"], true);
+    // The daemon learns of the address keepalived added from the kernel's event, at the
+    // next (debounced) reconcile: shortly after the role.
+    let holds = lab.wait_until(Duration::from_secs(3), || {
+        lab.status(1)
+            .is_some_and(|s| s["ha"]["holds_addresses"] == true)
+    });
+    assert!(holds.is_some(), "{status}\n{}", lab.logs());
     let conns = lab.connect(20);
     assert_eq!(count(&conns.alive(1, ECHO_LIMIT)), 20);
     std::thread::sleep(Duration::from_millis(500));
