@@ -41,7 +41,10 @@ fn the_release_profile_and_the_package_ship_what_the_docs_promise() {
     ] {
         assert!(release.contains(setting), "release profile lacks {setting}");
     }
-    let deb = m.split("[package.metadata.deb]").nth(1).expect("deb metadata");
+    let deb = m
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("deb metadata");
     for asset in [
         "\"usr/sbin/\"",
         "etc/multiwan/multiwan.yaml",

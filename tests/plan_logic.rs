@@ -130,12 +130,26 @@ fn all_down_unreachable_marks_new_connections_unreachable() {
     );
 }
 
+/// Without `when_all_down: unreachable`, the filter table holds only the acceptance of
+/// replies to the router's own connections (INPUT): nothing in FORWARD.
 #[test]
-fn balance_all_touches_no_filter_table() {
+fn balance_all_touches_filter_only_for_the_routers_replies() {
     let c = config(THREE);
     let plan = Plan::build(&c, &Observed::default());
-    assert!(!plan.iptables_restore().contains("*filter"));
-    assert!(plan.jumps.iter().all(|j| j.table != "filter"));
+    let text = plan.iptables_restore();
+    assert!(!text.contains("MULTIWAN_FORWARD"), "{text}");
+    let filter: Vec<_> = plan.jumps.iter().filter(|j| j.table == "filter").collect();
+    assert_eq!(filter.len(), 1, "{filter:?}");
+    assert_eq!(
+        (filter[0].from.as_str(), filter[0].to.as_str()),
+        ("INPUT", "MULTIWAN_INPUT")
+    );
+    for wan in ["wan1", "wan2", "wan3"] {
+        assert!(
+            text.contains(&format!("-A MULTIWAN_INPUT -i {wan} -m conntrack --ctstate ESTABLISHED --ctdir REPLY -m comment --comment \"multiwan replies to the router\" -j ACCEPT")),
+            "{text}"
+        );
+    }
 }
 
 #[test]

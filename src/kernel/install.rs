@@ -131,7 +131,9 @@ impl Installer {
         }
         let routing = self.routing.reconcile(config, &plan, &view).await?;
         warnings.extend(routing.failed.iter().cloned());
-        let stale_sets = ipset::destroy_except(&all_sets).await?;
+        // The sets read before the update: one that appeared since is someone else's
+        // business until the next reconcile.
+        let stale_sets = ipset::destroy_stale(sets.present, &all_sets).await?;
         Ok(Applied {
             plan,
             observed,

@@ -191,6 +191,9 @@ pub struct Updated {
     /// Sets created, refilled or changed in place.
     pub changed: Vec<String>,
     pub counts: BTreeMap<String, Count>,
+    /// The sets of ours that existed before the update (read on the way, so removing the
+    /// stale ones needs no second look).
+    pub present: Vec<String>,
 }
 
 /// Brings the sets up to date.
@@ -205,9 +208,12 @@ pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
         .filter(|s| names(&text, &s.name))
         .map(|s| s.name.clone())
         .collect();
+    let mut present: Vec<String> = current.keys().cloned().collect();
+    present.sort();
     Ok(Updated {
         changed,
         counts: counts(sets, &current),
+        present,
     })
 }
 
@@ -221,8 +227,15 @@ fn names(script: &str, set: &str) -> bool {
 
 /// Destroys sets of ours that are not in `keep` (after the rules using them are gone).
 pub async fn destroy_except(keep: &[IpSet]) -> Result<Vec<String>, IpsetError> {
-    let stale: Vec<String> = ours()
-        .await?
+    destroy_stale(ours().await?, keep).await
+}
+
+/// Destroys those of `present` (sets of ours) that are not in `keep`.
+pub async fn destroy_stale(
+    present: Vec<String>,
+    keep: &[IpSet],
+) -> Result<Vec<String>, IpsetError> {
+    let stale: Vec<String> = present
         .into_iter()
         .filter(|n| !keep.iter().any(|s| &s.name == n))
         .collect();
