@@ -19,11 +19,14 @@
 //!    nftables.conf, which starts with `flush ruleset`) and `ufw reload` in the router, 10
 //!    times each: time until multiwan's rules are back and a pinned host's new connections
 //!    leave by its uplink again.
+//! 8. The status page (`-- web`): the daemon's CPU and RSS for a minute with the page off,
+//!    on but unwatched, and open in headless Chromium (polling every second); the API's
+//!    sizes; then the hard outage with the page open, against the same without it.
 //! 6. Probe methods: the hard outage of 1., IPv4, with the primary probed by ICMP, TCP,
 //!    HTTP and DNS (two targets each, defaults otherwise), side by side in one run.
 //!
 //! Run: `cargo bench --bench failover` (all), or name sections: `-- outage`, `-- cost`,
-//! `-- rtt`, `-- drift`, `-- load`, `-- methods`, `-- coexist`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
+//! `-- rtt`, `-- drift`, `-- load`, `-- methods`, `-- coexist`, `-- web`. `MULTIWAN_BENCH_RTT_SECS` sets the length of each RTT run (default 60).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -86,6 +89,110 @@ fn main() {
     if wanted("coexist") {
         coexist();
     }
+    if wanted("web") {
+        web();
+    }
+}
+
+/// CPU (% of a core) and peak RSS (MB) of the daemon over `secs`.
+fn usage(daemon: &lab::Daemon, secs: u64) -> (f64, f64) {
+    let pid = daemon_pid(daemon);
+    // Past the start-up (the first install, the first rounds).
+    std::thread::sleep(Duration::from_secs(5));
+    let (own0, _) = cpu_ticks(pid);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let (own1, _) = cpu_ticks(pid);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (own1 - own0) as f64 / hz / t.elapsed().as_secs_f64() * 100.0;
+    (cpu, rss_kb(pid) as f64 / 1024.0)
+}
+
+fn web() {
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let base = CONFIG
+        .replace(", gateway6: auto", "")
+        .replace(", '2001:db8:e::1', '2001:db8:e::2'", "");
+    let off = lab.daemon(&lab.file("off.yaml", &base));
+    let (cpu_off, rss_off) = usage(&off, 60);
+    drop(off);
+    let on_text = format!("{base}web: {{listen: 127.0.0.1:8080}}\n");
+    let on = lab.daemon(&lab.file("on.yaml", &on_text));
+    let (cpu_on, rss_on) = usage(&on, 60);
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium (apt-get install chromium)");
+    let profile = lab.file("chrome.yaml", "").with_file_name("chrome-profile");
+    let mut chrome = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("rt"),
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--remote-debugging-port=9223")
+        .arg("http://127.0.0.1:8080/")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let (cpu_page, rss_page) = usage(&on, 60);
+    let size = |path: &str| {
+        lab.exec_ok(
+            "rt",
+            &["curl", "-s", &format!("http://127.0.0.1:8080{path}")],
+        )
+        .len()
+    };
+    let (status, hour, week) = (
+        size("/api/status"),
+        size("/api/history?range=hour"),
+        size("/api/history?range=week"),
+    );
+    let with_page = trials(&lab, TRIALS);
+    let _ = chrome.kill();
+    let _ = chrome.wait();
+    drop(on);
+    let plain = lab.daemon(&lab.file("plain.yaml", &base));
+    let without = trials(&lab, TRIALS);
+    drop(plain);
+    let (fm, fw) = stats(&with_page.iter().map(|t| t.1).collect::<Vec<_>>());
+    let (nm, nw) = stats(&without.iter().map(|t| t.1).collect::<Vec<_>>());
+    println!("## The status page: cost and failover (2 uplinks, 60 s each)");
+    println!("| daemon | CPU of `multiwan run` | peak RSS |");
+    println!("|---|---|---|");
+    println!("| page off | {cpu_off:.2} % of a core | {rss_off:.1} MB |");
+    println!(
+        "| page on, nobody watching (history recorded every second) | {cpu_on:.2} % | {rss_on:.1} MB |"
+    );
+    println!(
+        "| page open in headless Chromium (polls status every 1 s, history every 5 s) | {cpu_page:.2} % | {rss_page:.1} MB |"
+    );
+    println!(
+        "| difference, page open vs off | {:+.2} % | {:+.1} MB |",
+        cpu_page - cpu_off,
+        rss_page - rss_off
+    );
+    println!(
+        "Answers: /api/status {status} B, /api/history?range=hour {hour} B, ?range=week {week} B"
+    );
+    println!("| hard outage, all new connections via the backup | median | worst |");
+    println!("|---|---|---|");
+    println!("| page open | {fm:.2} s | {fw:.2} s |");
+    println!("| no page | {nm:.2} s | {nw:.2} s |");
+    println!();
 }
 
 const COEXIST: &str = "lan_interfaces: [lan0]

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack iperf3:iperf3 ping:iputils-ping curl:curl systemd-analyze:systemd setpriv:util-linux pgrep:procps socat:socat keepalived:keepalived conntrackd:conntrackd nft:nftables dnsmasq:dnsmasq promtool:prometheus ufw:ufw man:man-db dpkg-shlibdeps:dpkg-dev gzip:gzip)
+need=(ip:iproute2 iptables:iptables ipset:ipset conntrack:conntrack iperf3:iperf3 ping:iputils-ping curl:curl systemd-analyze:systemd setpriv:util-linux pgrep:procps socat:socat keepalived:keepalived conntrackd:conntrackd nft:nftables dnsmasq:dnsmasq promtool:prometheus ufw:ufw man:man-db dpkg-shlibdeps:dpkg-dev gzip:gzip chromium:chromium)
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -13,6 +13,7 @@ pub mod family;
 pub mod files;
 pub mod ha;
 pub mod health;
+pub mod history;
 pub mod kernel;
 pub mod owned;
 pub mod plan;

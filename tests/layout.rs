@@ -10,6 +10,7 @@ const CORE: &[&str] = &[
     "src/config",
     "src/plan",
     "src/health",
+    "src/history",
     "src/ha",
     "src/explain.rs",
     "src/family.rs",

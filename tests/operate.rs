@@ -162,7 +162,7 @@ fn status_json_shape_is_stable() {
             "weight"
         ]
     );
-    assert_eq!(keys(&json["policies"][0]), ["name", "target"]);
+    assert_eq!(keys(&json["policies"][0]), ["hits", "name", "target"]);
     assert_eq!(json["uplinks"][0]["address"], "100.64.1.2");
     assert_eq!(json["uplinks"][1]["mark"], 0x200);
     assert!(json["uplinks"][0]["connections"].is_u64());

@@ -257,6 +257,14 @@ impl Config {
                  127.0.0.1 and scrape through a tunnel or a reverse proxy with TLS)"
             ));
         }
+        if let Some(web) = self.web.as_ref().filter(|w| !w.listen.ip().is_loopback()) {
+            out.push(format!(
+                "web: the page on {} is plain HTTP: its token and everything it shows cross the \
+                 network in clear (reach it through a VPN or an SSH tunnel, or put a reverse \
+                 proxy with TLS in front)",
+                web.listen
+            ));
+        }
         out.extend(self.ha_warnings());
         out
     }

@@ -44,7 +44,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 pub fn schema_keys() -> Vec<String> {
     use raw::*;
     let mut keys: Vec<String> = validate::TOP_KEYS.iter().map(|k| k.to_string()).collect();
-    let sections: [(&str, Vec<String>); 13] = [
+    let sections: [(&str, Vec<String>); 14] = [
         ("uplinks[]", fields::<RawUplink>()),
         ("uplinks[].probe", fields::<RawProbe>()),
         ("uplinks[].probe.degraded", fields::<RawDegraded>()),
@@ -53,6 +53,7 @@ pub fn schema_keys() -> Vec<String> {
         ("nat", fields::<RawNat>()),
         ("control", fields::<RawControl>()),
         ("netfilter", fields::<RawNetfilter>()),
+        ("web", fields::<RawWeb>()),
         ("port_forwards[]", fields::<RawForward>()),
         (
             "port_forwards[].to[]",

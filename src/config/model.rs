@@ -35,6 +35,17 @@ pub struct Config {
     pub lan_prefix6: Option<Ipv6Net>,
     /// Which iptables backend holds multiwan's rules.
     pub backend: NetfilterBackend,
+    /// The status page, when on.
+    pub web: Option<Web>,
+}
+
+/// `web`: the read-only status page with history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Web {
+    pub listen: SocketAddr,
+    /// SHA-256 of the token a client must present (required off loopback).
+    #[serde(skip)]
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 /// This node of a VRRP pair (keepalived) with conntrack sync (conntrackd).

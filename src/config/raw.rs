@@ -138,6 +138,13 @@ pub struct RawNat {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    pub listen: Option<String>,
+    pub token_sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawNetfilter {
     pub backend: Option<super::model::NetfilterBackend>,
 }

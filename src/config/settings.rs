@@ -145,6 +145,51 @@ impl Checker<'_> {
         }
     }
 
+    /// `web: {listen, token_sha256}`: off unless given; a page on any address but
+    /// loopback must ask for a token, of which only the hash is kept.
+    pub(super) fn web(&mut self, top: &BTreeMap<String, Value>) -> Option<super::model::Web> {
+        let raw: super::raw::RawWeb = self.optional(top, "web")?;
+        let p = FieldPath::root().key("web");
+        let Some(text) = raw.listen else {
+            self.error(
+                &p.key("listen"),
+                "give the address:port to serve the page on, like 127.0.0.1:8080",
+            );
+            return None;
+        };
+        let Ok(listen) = text.parse::<SocketAddr>() else {
+            self.error(
+                &p.key("listen"),
+                format!(
+                    "`{}` is not an address:port like 127.0.0.1:8080",
+                    super::printable(&text)
+                ),
+            );
+            return None;
+        };
+        let token_sha256 = match raw.token_sha256.as_deref().map(parse_sha256) {
+            None => None,
+            Some(Some(h)) => Some(h),
+            Some(None) => {
+                self.error(
+                    &p.key("token_sha256"),
+                    "not a SHA-256 in hex (64 characters): make one with `printf %s 'TOKEN' | sha256sum`",
+                );
+                return None;
+            }
+        };
+        if token_sha256.is_none() && !listen.ip().is_loopback() {
+            self.error(
+                &p.key("token_sha256"),
+                format!("the page on {listen}, not a loopback address, must ask for a token: set token_sha256 (`printf %s 'TOKEN' | sha256sum`)"),
+            );
+        }
+        Some(super::model::Web {
+            listen,
+            token_sha256,
+        })
+    }
+
     pub(super) fn metrics(&mut self, top: &BTreeMap<String, Value>) -> Option<SocketAddr> {
         let text: String = match top.get("metrics") {
             None | Some(Value::Null) => return None,
@@ -233,4 +278,17 @@ impl Checker<'_> {
         }
         lan
     }
+}
+
+/// 64 hex digits to 32 bytes.
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }

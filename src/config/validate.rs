@@ -36,6 +36,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "ha",
     "lan_prefix6",
     "netfilter",
+    "web",
 ];
 
 /// Collects diagnostics while reading one file.
@@ -300,6 +301,7 @@ impl<'a> Checker<'a> {
         let ha = self.ha(top, &lan_interfaces, &uplinks);
         let lan_prefix6 = self.lan_prefix6(top, &uplinks);
         let netfilter: RawNetfilter = self.optional(top, "netfilter").unwrap_or_default();
+        let web = self.web(top);
         Config {
             lan_interfaces,
             uplinks,
@@ -320,6 +322,7 @@ impl<'a> Checker<'a> {
             ha,
             lan_prefix6,
             backend: netfilter.backend.unwrap_or_default(),
+            web,
         }
     }
 }

@@ -165,6 +165,10 @@ pub struct PolicyStatus {
     /// What matching connections get now, e.g. `pinned to isp1`, `isp1 is down: balanced
     /// instead` (the one text form of a decision, as `plan` and `explain` print it).
     pub target: String,
+    /// New connections it matched since its rules were installed (both families; null
+    /// for a policy kept as set members, or before the first count).
+    #[serde(default)]
+    pub hits: Option<u64>,
 }
 
 /// A request to the agent, answered on the oneshot.

@@ -292,6 +292,7 @@ mod tests {
             policies: vec![PolicyStatus {
                 name: "console".into(),
                 target: "isp1 is down: balanced instead".into(),
+                hits: Some(3),
             }],
             forwards: Vec::new(),
             sets: vec![

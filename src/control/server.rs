@@ -225,7 +225,8 @@ fn role_and_problem(text: &str) -> Result<(Role, Option<String>), String> {
     Ok((role.parse()?, problem))
 }
 
-async fn status_answer(agent: &mpsc::Sender<Request>, caches: &Caches) -> String {
+/// The status document (`multiwan status --json`), also served by the status page.
+pub(crate) async fn status_answer(agent: &mpsc::Sender<Request>, caches: &Caches) -> String {
     let Some((mut status, marks)) = caches.agent(agent).await else {
         return String::new();
     };
@@ -294,7 +295,7 @@ impl<T: Clone> Cache<T> {
 /// Connections per mark value.
 type Counts = Arc<HashMap<u32, Tally>>;
 
-struct Caches {
+pub(crate) struct Caches {
     agent: Cache<Option<(Status, MarkLayout)>>,
     counts: Cache<Option<Counts>>,
     counts6: Cache<Option<Counts>>,

@@ -6,6 +6,7 @@
 //! (out of descriptors) waits instead of spinning.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +41,29 @@ impl Reply {
     }
 }
 
-/// Answers a GET for a path.
-pub type Handler = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
+/// What a handler is told of a GET: the path, the query string, and the Authorization
+/// header (for a page that asks for a token).
+#[derive(Debug, Clone, Default)]
+pub struct Get {
+    pub path: String,
+    pub query: String,
+    pub authorization: Option<String>,
+}
+
+impl Get {
+    /// A query parameter's value (`range` in `?range=day&token=x`), undecoded.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Answers a GET.
+pub type Handler =
+    Arc<dyn Fn(Get) -> std::pin::Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
 
 /// Serves `handler` on `addr` until the runtime ends; `name` names the endpoint in the log.
 pub async fn serve(addr: SocketAddr, name: &'static str, handler: Handler) -> std::io::Result<()> {
@@ -64,8 +86,8 @@ pub async fn serve(addr: SocketAddr, name: &'static str, handler: Handler) -> st
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req: Request<Incoming>| {
-                let reply = respond(&handler, &req);
-                async move { Ok::<_, Infallible>(reply) }
+                let reply = respond(handler.clone(), req);
+                async move { Ok::<_, Infallible>(reply.await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -77,15 +99,32 @@ pub async fn serve(addr: SocketAddr, name: &'static str, handler: Handler) -> st
     }
 }
 
-fn respond(handler: &Handler, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(handler: Handler, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = if req.method() == Method::GET {
-        handler(req.uri().path())
+        let get = Get {
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or("").to_string(),
+            authorization: req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        handler(get).await
     } else {
         Reply::text(405, "only GET\n")
     };
     Response::builder()
         .status(reply.status)
         .header("content-type", reply.content_type)
+        // Read-only documents about a router: never cached, framed or sniffed.
+        .header("cache-control", "no-store")
+        .header("x-content-type-options", "nosniff")
+        .header("x-frame-options", "DENY")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        )
         .body(Full::new(Bytes::from(reply.body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }

@@ -347,13 +347,16 @@ pub fn to_prometheus_text(open_metrics: &str) -> String {
 /// Serves GET /metrics on `addr` until the runtime ends (see [`super::http`] for the
 /// limits every connection lives under).
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let handler: super::http::Handler = Arc::new(move |path: &str| match path {
-        "/metrics" => super::http::Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: metrics.encode(),
-        },
-        _ => super::http::Reply::text(404, "multiwan serves /metrics\n"),
+    let handler: super::http::Handler = Arc::new(move |get: super::http::Get| {
+        let reply = match get.path.as_str() {
+            "/metrics" => super::http::Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics.encode(),
+            },
+            _ => super::http::Reply::text(404, "multiwan serves /metrics\n"),
+        };
+        Box::pin(async move { reply })
     });
     super::http::serve(addr, "metrics", handler).await
 }

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod notify;
 pub mod signals;
 pub mod systemd;
+pub mod web;

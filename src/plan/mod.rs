@@ -432,6 +432,32 @@ impl Plan {
     /// the policy and balance rules that set each uplink's mark. Such a rule only sees a
     /// connection's first packet. A chain whose counters do not line up with its planned
     /// rules (it is being replaced) is left out.
+    /// New connections each policy matched, by policy index, from the counters of the
+    /// rules it owns in this family's policy chain (a policy kept as set members, a pin,
+    /// has none of its own: it is absent).
+    pub fn hits_by_policy(
+        &self,
+        counters: &BTreeMap<(Family, String), Vec<u64>>,
+    ) -> BTreeMap<usize, u64> {
+        let mut out = BTreeMap::new();
+        let Some(chain) = self.mangle.chains.iter().find(|c| c.name == CHAIN_POLICY) else {
+            return out;
+        };
+        let Some(packets) = counters
+            .get(&(self.family, chain.name.clone()))
+            .filter(|p| p.len() == chain.rules.len())
+        else {
+            return out;
+        };
+        for (rule, n) in chain.rules.iter().zip(packets) {
+            let decides = !matches!(rule.target, Target::Jump(_) | Target::Return);
+            if let (Origin::Policy(i), true) = (rule.origin, decides) {
+                *out.entry(i).or_default() += n;
+            }
+        }
+        out
+    }
+
     pub fn marked_by_uplink(
         &self,
         counters: &BTreeMap<(Family, String), Vec<u64>>,

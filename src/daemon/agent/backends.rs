@@ -81,6 +81,14 @@ impl Agent {
             let state = if t.up { "up" } else { "down" };
             info!(forward = %t.forward, backend = %t.target, to = %state, reason = %t.reason, "backend state changed");
             self.metrics.backend(&t.forward, &t.target, t.up);
+            self.history_event(
+                "backend",
+                format!(
+                    "port forward {}: backend {} {state}: {}",
+                    t.forward, t.target, t.reason
+                ),
+                state,
+            );
             let event = HookEvent::backend(&t.forward, &t.target, state, &t.reason);
             self.hooks
                 .run_all(&self.config.hooks, &event, self.config.hook_timeout);

@@ -96,6 +96,15 @@ impl Agent {
         }
         let previous = previous.map_or("none", Role::name);
         info!(role = %role, previous, "HA role changed");
+        self.history_event(
+            "ha_role",
+            format!("HA role {previous} → {role}"),
+            if role == Role::Master {
+                "up"
+            } else {
+                "degraded"
+            },
+        );
         self.ha = Some(HaState {
             role,
             since: SystemTime::now(),

@@ -7,6 +7,7 @@
 
 mod backends;
 mod ha;
+mod history;
 mod ipv6;
 mod links;
 mod probing;
@@ -77,7 +78,12 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     let mut kernel_events = events::subscribe().map_err(io("subscribe to netlink events"))?;
     let (mut agent, mut reports) = Agent::start(path, config, probe_tx).await?;
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Request>(16);
-    spawn_services(&agent.config, agent.metrics.clone(), control_tx);
+    spawn_services(
+        &agent.config,
+        agent.metrics.clone(),
+        agent.history.clone(),
+        control_tx,
+    );
     if let Err(e) = crate::daemon::notify::notify("READY=1") {
         warn!(error = %e, "could not tell systemd we are ready");
     }
@@ -108,17 +114,22 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// The control socket and the metrics endpoint, on a thread (and runtime) of their own:
+/// The control socket, the metrics endpoint and the status page, on a thread (and runtime) of their own:
 /// however many clients connect, reading, writing and encoding their answers never runs on
 /// the thread that times the probes. Failing to open either is logged; the router keeps
 /// routing.
 fn spawn_services(
     config: &Config,
     metrics: Arc<Metrics>,
+    history: Arc<std::sync::Mutex<crate::history::History>>,
     control_tx: tokio::sync::mpsc::Sender<Request>,
 ) {
     let (socket, group) = (config.control.socket.clone(), config.control.group.clone());
     let metrics_addr = config.metrics;
+    let web = config.web.as_ref().map(|w| {
+        let page = crate::daemon::web::Web::new(control_tx.clone(), history, w.token_sha256);
+        (w.listen, Arc::new(page))
+    });
     let spawned = std::thread::Builder::new()
         .name("multiwan-services".into())
         .spawn(move || {
@@ -137,6 +148,13 @@ fn spawn_services(
                     tokio::spawn(async move {
                         if let Err(e) = metrics::serve(addr, metrics).await {
                             error!(%addr, error = %crate::error_chain(&e), "metrics endpoint failed");
+                        }
+                    });
+                }
+                if let Some((addr, page)) = web {
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::daemon::web::serve(addr, page).await {
+                            error!(%addr, error = %crate::error_chain(&e), "status page failed");
                         }
                     });
                 }
@@ -175,6 +193,15 @@ struct Agent {
     since: BTreeMap<Track, SystemTime>,
     /// STATUS= and watchdog keep-alives for systemd.
     systemd: crate::daemon::systemd::Systemd,
+    /// What the status page charts (recorded only when `web` is on).
+    history: Arc<std::sync::Mutex<crate::history::History>>,
+    next_history: Instant,
+    /// New connections marked per uplink and family, as the rule counters last said
+    /// (running totals), and what the history last recorded of them.
+    marked: BTreeMap<Track, u64>,
+    marked_recorded: BTreeMap<Track, u64>,
+    /// New connections each policy (by index) matched, as the rule counters last said.
+    policy_hits: BTreeMap<usize, u64>,
     /// Each family's last transition and when it happened.
     last: BTreeMap<Track, (Transition, SystemTime)>,
     backends: BTreeMap<(String, usize), BackendMonitor>,
@@ -258,6 +285,11 @@ impl Agent {
             started: SystemTime::now(),
             since: BTreeMap::new(),
             systemd: crate::daemon::systemd::Systemd::from_env(Instant::now()),
+            history: Arc::default(),
+            next_history: Instant::now(),
+            marked: BTreeMap::new(),
+            marked_recorded: BTreeMap::new(),
+            policy_hits: BTreeMap::new(),
             last: BTreeMap::new(),
             backends: BTreeMap::new(),
             backends_down: Default::default(),
@@ -281,6 +313,14 @@ impl Agent {
         agent.sync_links(Instant::now());
         agent.sync_routes(Instant::now());
         agent.record_ownership();
+        agent.history_event(
+            "start",
+            format!(
+                "multiwan started with {} uplink(s)",
+                agent.config.uplinks.len()
+            ),
+            "ok",
+        );
         info!(
             uplinks = agent.config.uplinks.len(),
             took_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -299,6 +339,7 @@ impl Agent {
             .chain(hold)
             .chain(self.resync_at)
             .chain(self.systemd.next_wakeup())
+            .chain(self.config.web.as_ref().map(|_| self.next_history))
             .chain([self.next_reconcile])
             .min()
             .expect("reconcile is always due")
@@ -332,6 +373,10 @@ impl Agent {
             }
         }
         self.tell_systemd(now);
+        if self.config.web.is_some() && now >= self.next_history {
+            self.next_history = now + Duration::from_secs(1);
+            self.record_history();
+        }
     }
 
     /// What the kernel should hold now.
@@ -410,6 +455,11 @@ impl Agent {
     fn reload_failed(&mut self, why: String, kernel: &str) {
         error!(reason = %why, "reload refused: still running the previous config; {kernel}");
         self.metrics.reloaded(false);
+        self.history_event(
+            "reload",
+            format!("reload refused, the previous config runs on: {why}"),
+            "failed",
+        );
         self.last_reload = Some(status::Reload::failed(why));
     }
 

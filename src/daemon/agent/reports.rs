@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use super::Agent;
 use crate::daemon::hooks::HookEvent;
-use crate::health::{Health, Transition};
+use crate::health::{Health, Track, Transition};
 use crate::kernel::actor::{Purpose, Report};
 use crate::plan::Plan;
 
@@ -59,6 +59,15 @@ impl Agent {
         self.since.insert(t.track(), now);
         self.last.insert(t.track(), (t.clone(), now));
         self.metrics.transition(t);
+        let family = match t.family {
+            crate::family::Family::Ipv4 => String::new(),
+            crate::family::Family::Ipv6 => " (IPv6)".into(),
+        };
+        self.history_event(
+            "uplink",
+            format!("{}{family}: {} → {}: {}", t.uplink, t.from, t.to, t.cause),
+            &t.to.to_string(),
+        );
         let active: Vec<String> = self
             .health(t.family)
             .into_iter()
@@ -80,9 +89,16 @@ impl Agent {
             warn!("{line}");
         }
         if let (Some(plan), Some(counters)) = (&report.plan, &report.counters) {
+            self.policy_hits.clear();
             for fp in plan.families() {
-                self.metrics
-                    .set_marked(fp.family, &fp.marked_by_uplink(counters));
+                for (i, n) in fp.hits_by_policy(counters) {
+                    *self.policy_hits.entry(i).or_default() += n;
+                }
+                let marked = fp.marked_by_uplink(counters);
+                self.metrics.set_marked(fp.family, &marked);
+                for (uplink, total) in marked {
+                    self.marked.insert(Track::new(&uplink, fp.family), total);
+                }
             }
         }
         if let Some(counts) = report.set_counts.take() {
@@ -102,6 +118,7 @@ impl Agent {
             }
         } else if reloaded && self.previous.take().is_some() {
             self.metrics.reloaded(true);
+            self.history_event("reload", "config reloaded".into(), "ok");
             self.last_reload = Some(super::status::Reload::succeeded());
             self.record_ownership();
         }

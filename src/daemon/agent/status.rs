@@ -115,10 +115,16 @@ impl Agent {
                 ipv6,
             }
         });
-        let policies = self.plan.policies.iter().map(|p| PolicyStatus {
-            name: p.name.clone(),
-            target: p.decision.to_string(),
-        });
+        let policies = self
+            .plan
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PolicyStatus {
+                name: p.name.clone(),
+                target: p.decision.to_string(),
+                hits: self.policy_hits.get(&i).copied(),
+            });
         let forwards = self
             .config
             .port_forwards
