@@ -254,6 +254,11 @@ fn the_status_page_shows_every_uplink_and_follows_an_outage_live() {
     )
     .expect("a chart with data points");
     page.until(
+        "[...document.querySelectorAll('#chart-bytes polyline')].some(p => p.dataset.series === 'isp1' && +p.dataset.points >= 2)",
+        Duration::from_secs(15),
+    )
+    .expect("the uplink's traffic is charted");
+    page.until(
         "document.querySelectorAll('#timeline li').length >= 1",
         Duration::from_secs(15),
     )

@@ -31,9 +31,11 @@ pub struct Point {
     /// 0..=1.
     pub loss: f32,
     pub effective_weight: f32,
-    /// Connections with the uplink's mark.
+    /// New connections sent to the uplink in the second (the minute's average per second
+    /// on the coarse ring).
     pub connections: u32,
-    /// Their bytes.
+    /// Bytes that crossed the uplink's interface in the second, both directions (NaN when
+    /// unknown: the IPv6 series, an interface that is gone).
     pub bytes: f32,
 }
 
@@ -87,8 +89,9 @@ fn merge(run: &[Point]) -> Point {
         jitter_ms: mean(|p| p.jitter_ms),
         loss: run.iter().map(|p| p.loss).sum::<f32>() / n,
         effective_weight: run.iter().map(|p| p.effective_weight).sum::<f32>() / n,
-        connections: run.iter().map(|p| p.connections).max().unwrap_or(0),
-        bytes: run.last().map_or(0.0, |p| p.bytes),
+        connections: (run.iter().map(|p| u64::from(p.connections)).sum::<u64>()
+            / run.len().max(1) as u64) as u32,
+        bytes: mean(|p| p.bytes),
     }
 }
 
@@ -184,7 +187,10 @@ pub struct Columns {
     pub jitter_ms: Vec<Option<f32>>,
     pub loss_percent: Vec<f32>,
     pub effective_weight: Vec<f32>,
+    /// New connections per second.
     pub connections: Vec<u32>,
+    /// Bytes per second through the interface (null when unknown).
+    pub bytes_per_second: Vec<Option<f32>>,
 }
 
 impl History {
@@ -251,6 +257,8 @@ fn columns(points: &[Point]) -> Columns {
         c.effective_weight
             .push((p.effective_weight * 100.0).round() / 100.0);
         c.connections.push(p.connections);
+        c.bytes_per_second
+            .push(p.bytes.is_finite().then_some(p.bytes.round()));
     }
     c
 }

@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod conntrackd;
 pub mod events;
 pub mod exec;
+pub mod ifstats;
 pub mod install;
 pub mod ipset;
 pub mod netfilter;

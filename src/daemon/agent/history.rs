@@ -34,6 +34,14 @@ impl Agent {
                 let ms = |d: Option<std::time::Duration>| {
                     d.map_or(f32::NAN, |d| d.as_secs_f32() * 1000.0)
                 };
+                // The interface's traffic, once per uplink (on its IPv4 series).
+                let bytes = match plan.family {
+                    Family::Ipv4 => crate::kernel::ifstats::bytes(&u.interface).map(|now| {
+                        let before = self.bytes_recorded.insert(u.name.clone(), now);
+                        before.map_or(0, |b| now.saturating_sub(b))
+                    }),
+                    Family::Ipv6 => None,
+                };
                 let total = self.marked.get(&track).copied().unwrap_or(0);
                 let before = self.marked_recorded.insert(track.clone(), total);
                 let new = before.map_or(0, |b| total.saturating_sub(b));
@@ -51,7 +59,7 @@ impl Agent {
                         loss: stats.as_ref().map_or(0.0, |s| s.loss as f32),
                         effective_weight: u.effective_weight as f32,
                         connections: u32::try_from(new).unwrap_or(u32::MAX),
-                        bytes: 0.0,
+                        bytes: bytes.map_or(f32::NAN, |b| b as f32),
                     },
                 ));
             }

@@ -202,6 +202,8 @@ struct Agent {
     marked_recorded: BTreeMap<Track, u64>,
     /// New connections each policy (by index) matched, as the rule counters last said.
     policy_hits: BTreeMap<usize, u64>,
+    /// Each uplink interface's byte counter when the history last read it.
+    bytes_recorded: BTreeMap<String, u64>,
     /// Each family's last transition and when it happened.
     last: BTreeMap<Track, (Transition, SystemTime)>,
     backends: BTreeMap<(String, usize), BackendMonitor>,
@@ -290,6 +292,7 @@ impl Agent {
             marked: BTreeMap::new(),
             marked_recorded: BTreeMap::new(),
             policy_hits: BTreeMap::new(),
+            bytes_recorded: BTreeMap::new(),
             last: BTreeMap::new(),
             backends: BTreeMap::new(),
             backends_down: Default::default(),

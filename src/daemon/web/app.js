@@ -120,9 +120,14 @@ function chart(svg, series, field, scaleMax, since, until) {
 }
 
 function renderHistory(h) {
-  const until = Date.now() / 1000, since = until - h.range_seconds;
+  // The range, or as much of it as there is history for (a daemon that just started).
+  const until = Date.now() / 1000;
+  const first = Math.min(...Object.values(h.series).filter(s => s.t.length).map(s => s.t[0]), until);
+  const since = Math.max(until - h.range_seconds, Math.min(first, until - 60));
   chart(document.getElementById("chart-rtt"), h.series, "rtt_ms", 0, since, until);
   chart(document.getElementById("chart-loss"), h.series, "loss_percent", 100, since, until);
+  chart(document.getElementById("chart-bytes"), h.series, "bytes_per_second", 0, since, until);
+  chart(document.getElementById("chart-conns"), h.series, "connections", 0, since, until);
   const legend = document.getElementById("legend");
   legend.replaceChildren(...Object.keys(h.series).map((name, i) => {
     const s = el("span"); const sw = el("i"); sw.style.background = colours[i % colours.length]; s.append(sw, name); return s;
