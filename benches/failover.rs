@@ -120,15 +120,7 @@ fn web() {
     let on_text = format!("{base}web: {{listen: 127.0.0.1:8080}}\n");
     let on = lab.daemon(&lab.file("on.yaml", &on_text));
     let (cpu_on, rss_on) = usage(&on, 60);
-    let browser = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("chromium (apt-get install chromium)");
+    let browser = lab::chromium().expect("chromium (apt-get install chromium)");
     let profile = lab.file("chrome.yaml", "").with_file_name("chrome-profile");
     let mut chrome = Command::new("ip")
         .args([

@@ -31,17 +31,6 @@ web: {{listen: 127.0.0.1:8080, token_sha256: {TOKEN_SHA256}}}
     )
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 /// Chromium in the router's namespace, killed when dropped.
 struct Browser {
     child: Child,
@@ -197,7 +186,7 @@ fn the_status_page_shows_every_uplink_and_follows_an_outage_live() {
     if !lab::available() {
         return;
     }
-    let Some(browser) = chromium() else {
+    let Some(browser) = lab::chromium() else {
         assert!(
             std::env::var_os("MULTIWAN_REQUIRE_NETNS").is_none(),
             "chromium is missing (apt-get install chromium)"

@@ -676,6 +676,18 @@ pub fn serve_echo(netns: &str, addr: impl Into<IpAddr>, port: u16) {
         .expect("echo server did not start");
 }
 
+/// The headless browser the status page is tested and measured with, if installed.
+pub fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
 /// The iptables backend the suite runs on: `MULTIWAN_TEST_BACKEND=legacy` runs every
 /// namespace test with iptables-legacy (CI runs the suite once per backend); nf_tables
 /// otherwise.
