@@ -406,7 +406,7 @@ fn hooks_get_every_variable_and_a_hanging_hook_is_killed() {
         daemon.log_text()
     );
     let sleeping = Command::new("pgrep")
-        .args(["-f", "sleep 3[01]"])
+        .args(["-f", "^sleep 3[01]$"])
         .output()
         .unwrap();
     assert!(
