@@ -232,6 +232,18 @@ fn in_netns<R: Send + 'static>(path: &str, f: impl FnOnce() -> R + Send + 'stati
     let path = path.to_string();
     std::thread::spawn(move || {
         lab::enter_netns(&path);
+        // `MULTIWAN_TEST_BACKEND=legacy`: the in-process installs use iptables-legacy, as
+        // the daemon would on such a host (the first choice holds for the process).
+        if lab::legacy() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(netfilter::backend::select(
+                multiwan::config::NetfilterBackend::Legacy,
+            ))
+            .unwrap();
+        }
         f()
     })
     .join()
