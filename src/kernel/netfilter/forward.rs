@@ -27,32 +27,15 @@ pub struct Filter {
 impl Filter {
     /// The `*filter` section of `iptables-save` output (with or without `-c`).
     pub fn parse(save: &str) -> Filter {
+        let saved = super::script::parse_save(save, "filter");
         let mut f = Filter::default();
-        let mut inside = false;
-        for line in save.lines() {
-            let line = line.trim();
-            if line.starts_with('*') {
-                inside = line == "*filter";
-                continue;
-            }
-            if !inside {
-                continue;
-            }
-            if let Some(decl) = line.strip_prefix(':') {
-                let mut parts = decl.split_whitespace();
-                if let (Some(chain), Some(policy)) = (parts.next(), parts.next()) {
-                    f.policies.insert(chain.into(), policy.into());
-                    f.rules.entry(chain.into()).or_default();
-                }
-                continue;
-            }
-            // `-c` puts the counters first: `[12:345] -A FORWARD ...`.
-            let line = match line.strip_prefix('[') {
-                Some(rest) => rest.split_once("] ").map_or(line, |(_, r)| r),
-                None => line,
-            };
-            let tokens = tokenize(line);
-            if tokens.len() >= 2 && tokens[0] == "-A" {
+        for (chain, policy) in saved.policies {
+            f.rules.entry(chain.clone()).or_default();
+            f.policies.insert(chain, policy);
+        }
+        for rule in &saved.rules {
+            let tokens = tokenize(rule);
+            if tokens.len() >= 2 {
                 f.rules
                     .entry(tokens[1].clone())
                     .or_default()

@@ -12,6 +12,8 @@ use crate::plan::{CHAIN_PREFIX, Chain, Family, Jump, Plan, TablePlan};
 #[derive(Debug, Default)]
 pub struct Saved {
     pub chains: Vec<String>,
+    /// Each chain's policy as declared (`ACCEPT`, `DROP`; `-` for a chain of a tool).
+    pub policies: BTreeMap<String, String>,
     /// Rules as `-A CHAIN ...`, without counters.
     pub rules: Vec<String>,
     /// Packet counts of `rules` (0 when the save had no counters).
@@ -136,8 +138,11 @@ pub fn parse_save(save: &str, table: &str) -> Saved {
         } else if !inside {
             continue;
         } else if let Some(rest) = line.strip_prefix(':') {
-            out.chains
-                .push(rest.split_whitespace().next().unwrap_or("").to_string());
+            let mut words = rest.split_whitespace();
+            let chain = words.next().unwrap_or("").to_string();
+            out.policies
+                .insert(chain.clone(), words.next().unwrap_or("-").to_string());
+            out.chains.push(chain);
         } else {
             let (packets, rule) = split_counters(line);
             if rule.starts_with("-A ") {
