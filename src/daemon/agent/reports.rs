@@ -109,7 +109,10 @@ impl Agent {
         let reloaded = report.purposes.contains(&Purpose::Reload);
         if let Some(e) = report.error.take() {
             let why = crate::error_chain(&e);
-            match self.previous.take().filter(|_| reloaded) {
+            // Only the reload's own report may consume the previous config: a reconcile that
+            // failed meanwhile (under the old config) must leave it for the verdict.
+            let previous = if reloaded { self.previous.take() } else { None };
+            match previous {
                 Some(previous) => self.revert(previous, why),
                 None => {
                     warn!(error = %why, "installing the rules failed; retrying");
