@@ -859,3 +859,33 @@ sets:
         daemon.log_text()
     );
 }
+
+/// A router under load can stop the daemon for a moment (a busy CPU, a swap storm, a
+/// debugger): replies that reached the host in time must not be judged lost because the
+/// daemon read them late. Here the daemon is frozen (SIGSTOP) for 700 ms — well past the
+/// 150 ms loss deadline, inside the 1 s probe timeout — while its probes are answered; one
+/// failed round would take an uplink down (`down_after: 1`).
+#[test]
+fn a_daemon_frozen_for_a_moment_does_not_judge_answered_probes_lost() {
+    let probes = "probe: {targets: [198.51.100.1, 198.51.100.2], down_after: 1, interval: 200ms}";
+    let text = config((50, 50), "").replace(PROBES, probes);
+    assert!(text.contains("down_after: 1"), "{text}");
+    let Some((lab, daemon, _)) = start(&text) else {
+        return;
+    };
+    // Replies take 100 ms, so a probe is in flight half the time, as on a real path.
+    lab.delay_targets(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = daemon.child.id() as libc::pid_t;
+    for i in 0..10 {
+        // At varying points of the probe rounds.
+        std::thread::sleep(Duration::from_millis(300 + 37 * i));
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let log = daemon.log_text();
+    assert!(!log.contains("to=down"), "a false down:\n{log}");
+}

@@ -407,6 +407,14 @@ impl Monitor {
         [deadline, round].into_iter().flatten().min()
     }
 
+    /// True when a probe's deadline has passed and no reply was seen: the next
+    /// [`Monitor::tick`] would count it lost.
+    pub fn overdue(&self, now: Instant) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.outcome == Outcome::Pending && s.deadline <= now)
+    }
+
     /// An echo reply arrived `rtt` after its request.
     pub fn on_reply(&mut self, seq: u16, rtt: Duration, now: Instant) -> Vec<Transition> {
         let Some((target, outcome)) = self.slot_mut(seq).map(|s| (s.target, s.outcome)) else {

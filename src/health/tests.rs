@@ -409,3 +409,19 @@ fn rounds_lost_while_held_do_not_count() {
     assert_eq!(sim.m.state(), Health::Up);
     assert!(sim.m.stats().sent > 20, "probing went on after the release");
 }
+
+#[test]
+fn overdue_is_true_only_past_a_pending_probes_deadline() {
+    let start = Instant::now();
+    let mut m = Monitor::new("isp1", settings(&[T1]), Health::Up, start);
+    assert!(!m.overdue(start + ms(5_000)), "nothing sent yet");
+    let sent = m.due_probes(start);
+    assert_eq!(sent.len(), 1);
+    // No RTT known yet: the deadline is the timeout.
+    assert!(!m.overdue(start + ms(900)));
+    assert!(m.overdue(start + ms(1_100)));
+    // The reply, read late: no longer overdue, and nothing changes.
+    let ts = m.on_reply(sent[0].seq, ms(1), start + ms(1_100));
+    assert!(ts.is_empty());
+    assert!(!m.overdue(start + ms(1_100)));
+}

@@ -425,6 +425,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.signal(libc::SIGTERM);
         let _ = self.child.wait();
+        // A failed test shows what the daemon saw and did, whatever its message printed.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- daemon log (last {} lines) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

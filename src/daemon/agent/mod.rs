@@ -107,11 +107,28 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        if agent.probes_overdue(Instant::now()) {
+            read_arrived_replies(&mut agent, &mut probe_rx).await;
+        }
         agent.step();
     }
     let _ = crate::daemon::notify::notify("STOPPING=1");
     info!("stopping: probing ends, the installed rules stay in place");
     Ok(())
+}
+
+/// Before a probe is judged lost, reads the replies that have already reached the host. When
+/// the daemon was not running for a while (a busy CPU, a stop), its deadline timer and the
+/// replies become ready together; the timer must not win, or an answered probe counts as
+/// lost and a healthy uplink goes down. Each yield lets the runtime poll the sockets and
+/// run the tasks that hand a reply over (the socket's reader, then the probe's task).
+async fn read_arrived_replies(agent: &mut Agent, probe_rx: &mut UnboundedReceiver<ProbeEvent>) {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+        while let Ok(ev) = probe_rx.try_recv() {
+            agent.on_probe(ev);
+        }
+    }
 }
 
 /// The control socket, the metrics endpoint and the status page, on a thread (and runtime) of their own:
@@ -331,6 +348,11 @@ impl Agent {
             "started: rules installed, probing"
         );
         Ok((agent, reports))
+    }
+
+    /// True when some probe's loss deadline has passed without a reply read.
+    fn probes_overdue(&self, now: Instant) -> bool {
+        self.monitors.values().any(|m| m.overdue(now))
     }
 
     fn next_wakeup(&self) -> Instant {
