@@ -889,3 +889,93 @@ fn a_daemon_frozen_for_a_moment_does_not_judge_answered_probes_lost() {
     let log = daemon.log_text();
     assert!(!log.contains("to=down"), "a false down:\n{log}");
 }
+
+/// The restore processes the daemon has running: (pid, command line).
+fn restore_children(daemon: &Daemon) -> Vec<(u32, String)> {
+    let parent = daemon.child.id().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+        if ppid.as_deref() != Some(parent.as_str()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("restore") {
+            out.push((pid, cmdline.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// On nf_tables a swap (a failover) is committed by a standing `iptables-nft-restore` rather
+/// than a process of its own (about a millisecond instead of ~16 ms: docs/benchmarks.md).
+/// When that process dies, the next swap still happens (one-shot) and a new one is started;
+/// on iptables-legacy there is none (each legacy restore holds the xtables lock).
+#[test]
+fn failovers_are_committed_by_a_standing_restore_process_that_is_replaced_if_it_dies() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("multiwan.yaml", &config((50, 50), ""));
+    let daemon = lab.daemon_logging(&path, "info,multiwan::kernel::netfilter::session=debug");
+    std::thread::sleep(Duration::from_secs(2));
+    let standing = restore_children(&daemon);
+    if lab::legacy() {
+        assert!(standing.is_empty(), "{standing:?}");
+    } else {
+        assert_eq!(standing.len(), 1, "{standing:?}");
+        assert!(standing[0].1.contains("--noflush"), "{standing:?}");
+    }
+    lab.blackhole(1, true);
+    until_all_via(&lab, uplink_addr(2), Duration::from_secs(5)).expect("failover to isp2");
+    let log = daemon.log_text();
+    assert_eq!(
+        log.contains("committed by the standing restore process"),
+        !lab::legacy(),
+        "{log}"
+    );
+    if lab::legacy() {
+        return;
+    }
+    // Killed: the fail-back still happens, and a new standing process follows.
+    let old = standing[0].0;
+    // SAFETY: kill(2) on a process of this test's daemon.
+    assert_eq!(unsafe { libc::kill(old as libc::pid_t, libc::SIGKILL) }, 0);
+    lab.blackhole(1, false);
+    assert!(
+        daemon
+            .wait_for("uplink=isp1 from=down to=up", Duration::from_secs(8))
+            .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+    let start = Instant::now();
+    while lab.seen(100).len() != 2 {
+        assert!(start.elapsed() < Duration::from_secs(3), "no fail-back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let start = Instant::now();
+    loop {
+        let now = restore_children(&daemon);
+        if now.len() == 1 && now[0].0 != old {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no new standing process: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -330,6 +330,10 @@ impl Actor {
                 report.warnings.extend(applied.warnings);
                 self.observed = Some(applied.observed.clone());
                 report.observed = Some((applied.observed, applied.view));
+                // The next swap (a failover) goes through a standing restore process.
+                for fp in applied.plan.families() {
+                    netfilter::session::prepare(fp.family).await;
+                }
                 self.installed = Some(applied.plan);
             }
             Err(e) => {

@@ -131,7 +131,7 @@ pub fn subscribe() -> std::io::Result<UnboundedReceiver<KernelEvent>> {
 }
 
 /// The nf_tables multicast group (NFNLGRP_NFTABLES) of NETLINK_NETFILTER.
-fn nftables_socket() -> std::io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn nftables_socket() -> std::io::Result<AsyncFd<OwnedFd>> {
     const NETLINK_NETFILTER: i32 = 12;
     const NFNLGRP_NFTABLES: u32 = 7;
     // SAFETY: a fresh socket, owned at once; bind gets a zeroed sockaddr_nl of its size.

@@ -74,6 +74,7 @@ pub async fn run(path: &Path) -> Result<(), AgentError> {
     for w in &backend.warnings {
         warn!("{w}");
     }
+    crate::kernel::netfilter::session::enable();
     let (probe_tx, mut probe_rx) = unbounded_channel();
     let mut kernel_events = events::subscribe().map_err(io("subscribe to netlink events"))?;
     let (mut agent, mut reports) = Agent::start(path, config, probe_tx).await?;

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod forward;
 pub mod script;
+pub mod session;
 
 pub use backend::Tools;
 pub use script::{Changes, Counters, TableChange};
@@ -150,7 +151,7 @@ pub async fn apply_delta(previous: &Plan, plan: &Plan) -> Result<Changes, Netfil
     let mut changes = Changes::default();
     for (family, s) in scripts {
         let text = s.text(family);
-        if !text.is_empty() {
+        if !text.is_empty() && !session::commit(family, &text).await {
             restore(family, &text).await?;
         }
         changes.tables.extend(s.changes().tables);
