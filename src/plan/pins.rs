@@ -9,7 +9,7 @@
 //! cannot be placed that way (it would need its target's rule both before and after
 //! another's) starts a new run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -148,6 +148,9 @@ struct Builder {
     nets: HashMap<IpNet, usize>,
     /// The same by first address, for the networks inside a given one.
     starts: BTreeMap<(u128, u8), usize>,
+    /// The prefix lengths in `nets`: a network can only be inside one of these lengths
+    /// (usually just /32 or /128), so only they are looked up.
+    lengths: BTreeSet<u8>,
     members: usize,
 }
 
@@ -170,6 +173,7 @@ impl Builder {
             by_target: HashMap::new(),
             nets: HashMap::new(),
             starts: BTreeMap::new(),
+            lengths: BTreeSet::new(),
             members: 0,
         }
     }
@@ -201,6 +205,7 @@ impl Builder {
             }
             self.nets.insert(*n, g);
             self.starts.insert((number(n.network()), n.prefix_len()), g);
+            self.lengths.insert(n.prefix_len());
             self.groups[g].2.push(*n);
             self.members += 1;
         }
@@ -210,8 +215,8 @@ impl Builder {
     /// The groups holding a network that overlaps `net`: one containing it (at most one per
     /// prefix length), or one inside it.
     fn overlapping(&self, net: &IpNet) -> Vec<usize> {
-        let mut out: Vec<usize> = (0..=net.prefix_len())
-            .filter_map(|len| {
+        let mut out: Vec<usize> = (self.lengths.range(..=net.prefix_len()))
+            .filter_map(|&len| {
                 let wider = IpNet::new(net.network(), len).ok()?.trunc();
                 self.nets.get(&wider).copied()
             })

@@ -152,3 +152,24 @@ fn names_the_sets_a_script_creates_or_swaps() {
     assert!(names(text, "multiwan_t"));
     assert!(!names(text, "multiwan_s2"));
 }
+
+#[test]
+fn a_large_set_is_created_with_room_for_its_members() {
+    let many: Vec<IpNet> = (0..5000u32)
+        .map(|i| IpNet::from(IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + i))))
+        .collect();
+    let big = IpSet::fixed(
+        crate::plan::Family::Ipv4,
+        "multiwan_big",
+        Resolved::Known(many),
+    );
+    assert_eq!(
+        big.create_line("multiwan_big"),
+        "create multiwan_big hash:net family inet hashsize 8192 -exist"
+    );
+    // Small sets keep the kernel's default.
+    assert_eq!(
+        fixed("multiwan_s", &["10.1.0.0/16"]).create_line("multiwan_s"),
+        "create multiwan_s hash:net family inet -exist"
+    );
+}
