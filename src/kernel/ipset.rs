@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
+mod netlink;
+
 use super::exec::{self, ToolError};
 use crate::plan::{IpSet, Resolved, SET_PREFIX, SET_PREFIX6};
 
@@ -22,6 +24,8 @@ pub fn is_ours(name: &str) -> bool {
 pub enum IpsetError {
     #[error(transparent)]
     Tool(#[from] ToolError),
+    #[error("{0}")]
+    Fill(std::io::Error),
 }
 
 /// The temporary set an update fills and swaps in, one set after the other. Config names
@@ -89,20 +93,56 @@ fn option(words: &[&str], key: &str) -> Option<u32> {
     words.get(at + 1)?.parse().ok()
 }
 
+/// What brings the sets to the plan: `ipset restore` input, then the members of the sets
+/// it creates, which are sent in netlink batches (see [`netlink`]).
+#[derive(Debug, Default)]
+pub struct Script<'a> {
+    pub text: String,
+    pub fills: Vec<(&'a IpSet, &'a [IpNet])>,
+}
+
+impl Script<'_> {
+    /// All of it as `ipset restore` input: the fills as `add` lines after the rest.
+    pub fn full_text(&self) -> String {
+        let mut out = self.text.clone();
+        for (set, nets) in &self.fills {
+            for n in *nets {
+                let _ = writeln!(out, "add {} {n} -exist", set.name);
+            }
+        }
+        out
+    }
+
+    /// Whether it creates or swaps `set`.
+    fn names(&self, set: &str) -> bool {
+        self.fills.iter().any(|(s, _)| s.name == set) || names(&self.text, set)
+    }
+}
+
 /// `ipset restore` input that brings `sets` from `current` to the plan; empty when nothing
 /// differs. Sets whose content is not known (planning offline) are only created.
 pub fn script(sets: &[IpSet], current: &HashMap<String, Present>) -> String {
-    let mut out = String::new();
+    plan_script(sets, current).full_text()
+}
+
+/// [`script`], with the members of the sets it creates apart.
+pub fn plan_script<'a>(sets: &'a [IpSet], current: &HashMap<String, Present>) -> Script<'a> {
+    let mut out = Script::default();
     for temp in [TEMP, TEMP6] {
         if current.contains_key(temp) {
             // Left over by an update that died half-way, perhaps of another type.
-            let _ = writeln!(out, "destroy {temp}");
+            let _ = writeln!(out.text, "destroy {temp}");
         }
     }
     for set in sets {
         let stale = match (current.get(&set.name), &set.networks) {
             (None, _) => {
-                create(&mut out, set);
+                let _ = writeln!(out.text, "{}", set.create_line(&set.name));
+                if let Resolved::Known(nets) = &set.networks
+                    && !nets.is_empty()
+                {
+                    out.fills.push((set, nets));
+                }
                 continue;
             }
             (Some(_), Resolved::Unknown(_)) => false,
@@ -114,19 +154,10 @@ pub fn script(sets: &[IpSet], current: &HashMap<String, Present>) -> String {
             }
         };
         if stale {
-            refill(&mut out, set, current.get(&set.name));
+            refill(&mut out.text, set, current.get(&set.name));
         }
     }
     out
-}
-
-fn create(out: &mut String, set: &IpSet) {
-    let _ = writeln!(out, "{}", set.create_line(&set.name));
-    if let Resolved::Known(nets) = &set.networks {
-        for n in nets {
-            let _ = writeln!(out, "add {} {n} -exist", set.name);
-        }
-    }
 }
 
 /// Fills the temporary set (with the plan's options) and swaps it in. Into a learned set,
@@ -199,13 +230,14 @@ pub struct Updated {
 /// Brings the sets up to date.
 pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
     let current = parse_save(&exec::run_ok("ipset", &["save"], None).await?);
-    let text = script(sets, &current);
-    if !text.is_empty() {
-        exec::run_ok("ipset", &["restore"], Some(&text)).await?;
+    let script = plan_script(sets, &current);
+    if !script.text.is_empty() {
+        exec::run_ok("ipset", &["restore"], Some(&script.text)).await?;
     }
+    fill(&script.fills).await?;
     let changed = sets
         .iter()
-        .filter(|s| names(&text, &s.name))
+        .filter(|s| script.names(&s.name))
         .map(|s| s.name.clone())
         .collect();
     let mut present: Vec<String> = current.keys().cloned().collect();
@@ -215,6 +247,24 @@ pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
         counts: counts(sets, &current),
         present,
     })
+}
+
+/// Adds the members of the sets just created, in netlink batches, off the event loop.
+async fn fill(fills: &[(&IpSet, &[IpNet])]) -> Result<(), IpsetError> {
+    if fills.is_empty() {
+        return Ok(());
+    }
+    let work: Vec<(String, crate::plan::Family, Vec<IpNet>)> = fills
+        .iter()
+        .map(|(set, nets)| (set.name.clone(), set.family, nets.to_vec()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        work.iter()
+            .try_for_each(|(name, family, nets)| netlink::add(name, *family, nets))
+    })
+    .await
+    .map_err(|e| IpsetError::Fill(std::io::Error::other(e.to_string())))?
+    .map_err(IpsetError::Fill)
 }
 
 /// Whether a line of `script` creates or swaps `set`.

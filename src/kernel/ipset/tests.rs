@@ -37,9 +37,14 @@ fn a_missing_set_is_created_and_filled() {
         script(&sets, &HashMap::new()),
         "create multiwan_connected hash:net family inet -exist\n\
          create multiwan_s hash:net family inet -exist\n\
-         add multiwan_s 10.1.0.0/16 -exist\n\
-         create multiwan_tv.dns hash:net family inet timeout 3600 -exist\n"
+         create multiwan_tv.dns hash:net family inet timeout 3600 -exist\n\
+         add multiwan_s 10.1.0.0/16 -exist\n"
     );
+    // The members of a set that is created go by netlink, not as lines to parse.
+    let split = plan_script(&sets, &HashMap::new());
+    assert!(!split.text.contains("add "), "{}", split.text);
+    assert_eq!(split.fills.len(), 1);
+    assert_eq!(split.fills[0].0.name, "multiwan_s");
 }
 
 #[test]
