@@ -330,6 +330,11 @@ impl Agent {
             warn!("{line}");
         }
         agent.log_warnings(first.warnings);
+        // Status shows the sets from the start, not after the first reconcile.
+        if let Some(counts) = first.set_counts.take() {
+            agent.metrics.set_members(&agent.set_counts, &counts);
+            agent.set_counts = counts;
+        }
         agent.rebuild_monitors(&BTreeMap::new(), initial);
         agent.sync_links(Instant::now());
         agent.sync_routes(Instant::now());
