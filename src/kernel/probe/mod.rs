@@ -23,6 +23,11 @@ use crate::health::ProbeRequest;
 const ECHO_REPLY: u8 = 0;
 const ECHO_REPLY_V6: u8 = 129;
 const PAYLOAD: &[u8] = b"multiwan probe";
+/// How much longer than the probe's timeout its task waits (any method). The health machine judges
+/// the deadline itself; this only ends the task. Were both the same, after the daemon was
+/// not scheduled for a while the task's timer could fire before the reply already at the
+/// host was read, and an answered probe would count as lost.
+const TASK_GRACE: Duration = Duration::from_secs(1);
 /// Log target of per-probe lines (debug level): `RUST_LOG=info,multiwan::probe=debug`
 /// shows every probe sent and every reply with its RTT.
 pub const LOG_TARGET: &str = "multiwan::probe";
@@ -137,10 +142,11 @@ impl Prober {
             let target = &req.target;
             debug!(target: LOG_TARGET, %uplink, %family, seq = req.seq, target = %target, "probe sent");
             let to = SocketAddr::new(target.addr, target.method.port());
+            let wait = req.timeout + TASK_GRACE;
             let outcome = match &target.method {
                 ProbeMethod::Icmp => {
                     let mut pinger = client.pinger(target.addr, ident).await;
-                    pinger.timeout(req.timeout);
+                    pinger.timeout(wait);
                     if matches!(target.addr, IpAddr::V6(t) if t.is_unicast_link_local()) {
                         pinger.scope_id(scope);
                     }
@@ -150,16 +156,16 @@ impl Prober {
                         Err(e) => Err(e.to_string()),
                     }
                 }
-                ProbeMethod::Tcp { .. } => methods::tcp(&path, to, req.timeout).await,
+                ProbeMethod::Tcp { .. } => methods::tcp(&path, to, wait).await,
                 ProbeMethod::Dns { query, .. } => {
-                    methods::dns(&path, to, query, req.seq, req.timeout).await
+                    methods::dns(&path, to, query, req.seq, wait).await
                 }
                 ProbeMethod::Http {
                     host,
                     path: uri,
                     expect,
                     ..
-                } => methods::http(&path, to, host, uri, *expect, req.timeout).await,
+                } => methods::http(&path, to, host, uri, *expect, wait).await,
             };
             let event = match outcome {
                 Ok(rtt) => {
