@@ -891,9 +891,9 @@ fn a_daemon_frozen_for_a_moment_does_not_judge_answered_probes_lost() {
     assert!(!log.contains("to=down"), "a false down:\n{log}");
 }
 
-/// The restore processes the daemon has running: (pid, command line).
-fn restore_children(daemon: &Daemon) -> Vec<(u32, String)> {
-    let parent = daemon.child.id().to_string();
+/// The processes whose parent is `parent`: (pid, command line).
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let parent = parent.to_string();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -911,11 +911,17 @@ fn restore_children(daemon: &Daemon) -> Vec<(u32, String)> {
         }
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("restore") {
-            out.push((pid, cmdline.trim().to_string()));
-        }
+        out.push((pid, cmdline.trim().to_string()));
     }
     out
+}
+
+/// The restore processes the daemon has running: (pid, command line).
+fn restore_children(daemon: &Daemon) -> Vec<(u32, String)> {
+    children_of(daemon.child.id())
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("restore"))
+        .collect()
 }
 
 /// On nf_tables a swap (a failover) is committed by a standing `iptables-nft-restore` rather
@@ -978,5 +984,38 @@ fn failovers_are_committed_by_a_standing_restore_process_that_is_replaced_if_it_
             "no new standing process: {now:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon in a PID namespace of its own (as in a container) cannot match the kernel's
+/// commit notifications, which name global pids, to its restore process: it says so once,
+/// runs one process per change, and fails over as before.
+#[test]
+fn in_a_pid_namespace_of_its_own_swaps_run_one_process_each() {
+    if !lab::available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    lab.start_internet_echo();
+    let path = lab.file("multiwan.yaml", &config((50, 50), ""));
+    let wrapper = ["unshare", "--pid", "--fork", "--kill-child=SIGTERM"];
+    let daemon = lab.spawn_daemon_in(&path, "info", &[], &wrapper);
+    assert!(
+        daemon
+            .wait_for("started: rules installed", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        daemon.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    lab.blackhole(1, true);
+    until_all_via(&lab, uplink_addr(2), Duration::from_secs(5)).expect("failover to isp2");
+    let log = daemon.log_text();
+    let said = log.matches("no standing restore process here").count();
+    assert_eq!(said, usize::from(!lab::legacy()), "{log}");
+    // unshare ignores SIGTERM while it waits for its child: stop the daemon itself.
+    for (pid, _) in children_of(daemon.child.id()) {
+        // SAFETY: kill(2) on the daemon this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     }
 }

@@ -177,6 +177,9 @@ async fn answer(
         return;
     }
     let complete = reader.read_line(&mut line).await.is_ok() && line.ends_with('\n');
+    if !complete {
+        drain(reader.into_inner()).await;
+    }
     let request = line.trim();
     let answer = match request.split_once(' ') {
         _ if !complete => format!("a request is one line of at most {MAX_REQUEST} bytes\n"),
@@ -194,6 +197,18 @@ async fn answer(
         _ => "unknown request: try `status`\n".into(),
     };
     let _ = write.write_all(answer.as_bytes()).await;
+}
+
+/// Reads (and drops) what a peer is still sending, briefly and at most 64 KiB: closing a
+/// socket with unread data makes the peer's write fail, and it may never read the answer
+/// that says what was wrong.
+async fn drain(read: impl tokio::io::AsyncRead + Unpin) {
+    let mut rest = read.take(64 * 1024);
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
 }
 
 async fn prefix6_answer(agent: &mpsc::Sender<Request>, args: &str) -> String {

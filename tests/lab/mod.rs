@@ -476,6 +476,18 @@ impl Lab {
         filter: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
+        self.spawn_daemon_in(config, filter, env, &[])
+    }
+
+    /// [`Lab::spawn_daemon_env`] run through `wrapper` (for example `unshare` for a
+    /// container's namespaces).
+    pub fn spawn_daemon_in(
+        &self,
+        config: &std::path::Path,
+        filter: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Daemon {
         let text = std::fs::read_to_string(config).unwrap();
         if !text.contains("\ncontrol:") {
             let socket = self.socket();
@@ -491,14 +503,9 @@ impl Lab {
             .join(format!("daemon{}.log", N.fetch_add(1, Ordering::SeqCst)));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns("rt"),
-                env!("CARGO_BIN_EXE_multiwan"),
-                "run",
-                "-c",
-            ])
+            .args(["netns", "exec", &self.ns("rt")])
+            .args(wrapper)
+            .args([env!("CARGO_BIN_EXE_multiwan"), "run", "-c"])
             .arg(config)
             .env("RUST_LOG", filter)
             .envs(env.iter().copied())
