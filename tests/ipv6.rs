@@ -229,8 +229,11 @@ fn npt_follows_the_prefix_a_dhcpv6_client_hands_over() {
         }
         panic!("new connections never came from {addr}");
     };
+    // Generous bounds: the rules change within milliseconds (the log's took_ms), but a
+    // test connection in flight when the old translation's connections are deleted waits
+    // for its SYN to be sent again (1 s).
     assert!(
-        wait_for(first) < Duration::from_secs(1),
+        wait_for(first) < Duration::from_secs(3),
         "the host keeps its bits: {first}"
     );
     // A connection held open through the first prefix.
@@ -245,10 +248,10 @@ fn npt_follows_the_prefix_a_dhcpv6_client_hands_over() {
         ct(&lab),
         daemon.log_text()
     );
-    // Renumbered: new connections use the new prefix within a second, the old
-    // translation and the connections through it are gone.
+    // Renumbered: new connections use the new prefix at once, the old translation and the
+    // connections through it are gone.
     prefix("2001:db8:180::/56");
-    assert!(wait_for(six("2001:db8:180::10")) < Duration::from_secs(1));
+    assert!(wait_for(six("2001:db8:180::10")) < Duration::from_secs(3));
     let rules = lab.exec_ok("rt", &["ip6tables-save", "-t", "nat"]);
     assert!(rules.contains("--to 2001:db8:180::/56"), "{rules}");
     assert!(!rules.contains("2001:db8:100::"), "{rules}");
