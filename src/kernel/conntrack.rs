@@ -61,12 +61,12 @@ pub struct Tally {
 /// Connections per mark value under `mask`, from one dump of the conntrack table. Blocking
 /// (a netlink socket read to the end, 5 s at most per read): run it on the blocking pool.
 pub fn count_by_mark(family: Family, mask: u32) -> io::Result<HashMap<u32, Tally>> {
-    let socket = dump::Socket::open()?;
-    socket.request_dump(family)?;
+    let socket = super::nfnetlink::Socket::open()?;
+    dump::request_dump(&socket, family)?;
     let mut tallies = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = socket.receive(&mut buf)?;
+        let n = socket.recv(&mut buf)?;
         if dump::parse(&buf[..n], |mark, bytes| {
             let t: &mut Tally = tallies.entry(mark & mask).or_default();
             t.connections += 1;
@@ -82,11 +82,10 @@ mod dump {
     //! counters (linux/netfilter/nfnetlink_conntrack.h).
 
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+    use crate::kernel::nfnetlink::Socket;
     use crate::plan::Family;
 
-    const NETLINK_NETFILTER: i32 = 12;
     /// `IPCTNL_MSG_CT_GET` in the `NFNL_SUBSYS_CTNETLINK` subsystem.
     const CT_GET: u16 = (1 << 8) | 1;
     /// `NLM_F_REQUEST | NLM_F_DUMP`.
@@ -111,72 +110,16 @@ mod dump {
         bytes: u16,
     }
 
-    pub struct Socket(OwnedFd);
-
-    impl Socket {
-        pub fn open() -> io::Result<Self> {
-            // SAFETY: plain socket/setsockopt calls; the fd is owned at once.
-            unsafe {
-                let fd = libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    NETLINK_NETFILTER,
-                );
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let socket = Socket(OwnedFd::from_raw_fd(fd));
-                let timeout = libc::timeval {
-                    tv_sec: 5,
-                    tv_usec: 0,
-                };
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&timeout as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                );
-                Ok(socket)
-            }
-        }
-
-        pub fn request_dump(&self, family: Family) -> io::Result<()> {
-            let mut msg = Vec::with_capacity(HEADER + NFGENMSG);
-            msg.extend_from_slice(&((HEADER + NFGENMSG) as u32).to_ne_bytes());
-            msg.extend_from_slice(&CT_GET.to_ne_bytes());
-            msg.extend_from_slice(&DUMP_REQUEST.to_ne_bytes());
-            msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-            msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-            msg.extend_from_slice(&[family.af(), 0, 0, 0]); // nfgenmsg: family, v0, res_id
-            // SAFETY: sends our own buffer to the kernel (a zeroed sockaddr_nl).
-            let sent = unsafe {
-                let mut to: libc::sockaddr_nl = std::mem::zeroed();
-                to.nl_family = libc::AF_NETLINK as u16;
-                libc::sendto(
-                    self.0.as_raw_fd(),
-                    msg.as_ptr().cast(),
-                    msg.len(),
-                    0,
-                    (&to as *const libc::sockaddr_nl).cast(),
-                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            if sent < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        }
-
-        pub fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
-            // SAFETY: reads into our buffer, at most its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(n as usize)
-        }
+    /// Asks for a dump of `family`'s conntrack table.
+    pub fn request_dump(socket: &Socket, family: Family) -> io::Result<()> {
+        let mut msg = Vec::with_capacity(HEADER + NFGENMSG);
+        msg.extend_from_slice(&((HEADER + NFGENMSG) as u32).to_ne_bytes());
+        msg.extend_from_slice(&CT_GET.to_ne_bytes());
+        msg.extend_from_slice(&DUMP_REQUEST.to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        msg.extend_from_slice(&[family.af(), 0, 0, 0]); // nfgenmsg: family, v0, res_id
+        socket.send(&msg)
     }
 
     fn u16_at(b: &[u8], at: usize) -> Option<u16> {

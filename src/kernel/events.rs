@@ -4,7 +4,7 @@
 //! ruleset`, `iptables -F` with the nft backend), so that what others remove of multiwan's
 //! is put back at once rather than at the next periodic reconcile.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use futures::StreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
@@ -120,7 +120,7 @@ pub fn subscribe() -> std::io::Result<UnboundedReceiver<KernelEvent>> {
             }
         }
     });
-    match nftables_socket() {
+    match super::nfnetlink::nftables_notifications() {
         Ok(socket) => {
             tokio::spawn(forward_nftables(socket, nft));
         }
@@ -128,39 +128,6 @@ pub fn subscribe() -> std::io::Result<UnboundedReceiver<KernelEvent>> {
         Err(e) => tracing::warn!(error = %e, "cannot listen to nf_tables changes"),
     }
     Ok(rx)
-}
-
-/// The nf_tables multicast group (NFNLGRP_NFTABLES) of NETLINK_NETFILTER.
-pub(crate) fn nftables_socket() -> std::io::Result<AsyncFd<OwnedFd>> {
-    const NETLINK_NETFILTER: i32 = 12;
-    const NFNLGRP_NFTABLES: u32 = 7;
-    // SAFETY: a fresh socket, owned at once; bind gets a zeroed sockaddr_nl of its size.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            NETLINK_NETFILTER,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = 1 << (NFNLGRP_NFTABLES - 1);
-        let rc = libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        );
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The fd is owned by the OwnedFd the AsyncFd owns: it stays open and the same for
-        // the AsyncFd's whole life.
-        AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
-            .map_err(|e| e.into_parts().1)
-    }
 }
 
 /// Every batch of nf_tables notifications becomes one event; its content does not matter
@@ -173,20 +140,14 @@ async fn forward_nftables(socket: AsyncFd<OwnedFd>, tx: UnboundedSender<KernelEv
         };
         let mut any = false;
         loop {
-            // SAFETY: reads into our buffer, at most its length.
-            let n = unsafe {
-                libc::recv(
-                    socket.get_ref().as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
+            let n = super::nfnetlink::recv(socket.get_ref(), &mut buf);
+            let e = match n {
+                Ok(_) => {
+                    any = true;
+                    continue;
+                }
+                Err(e) => e,
             };
-            if n >= 0 {
-                any = true;
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 ready.clear_ready();
                 break;

@@ -12,6 +12,7 @@ pub mod ifstats;
 pub mod install;
 pub mod ipset;
 pub mod netfilter;
+pub mod nfnetlink;
 pub mod probe;
 pub mod routing;
 pub mod sysctl;

@@ -9,8 +9,8 @@ use std::io;
 use ipnet::IpNet;
 
 use crate::family::Family;
+use crate::kernel::nfnetlink::Socket;
 
-const NETLINK_NETFILTER: i32 = 12;
 /// nfnetlink subsystem of ipset, and its add command.
 const NFNL_SUBSYS_IPSET: u16 = 6;
 const IPSET_CMD_ADD: u16 = 9;
@@ -150,78 +150,6 @@ fn acks(buf: &[u8]) -> Vec<i32> {
         rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
     out
-}
-
-/// A NETLINK_NETFILTER socket, closed when dropped.
-struct Socket(std::os::fd::OwnedFd);
-
-impl Socket {
-    fn open() -> io::Result<Socket> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: a fresh socket, owned at once.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a valid descriptor nobody else owns.
-        let socket = Socket(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-        // A reply that never comes must not hang the caller.
-        let timeout = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt with a timeval of its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(socket)
-    }
-
-    fn send(&self, message: &[u8]) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        to.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sends our buffer to the kernel (pid 0) with a sockaddr_nl of its size.
-        let n = unsafe {
-            libc::sendto(
-                self.0.as_raw_fd(),
-                message.as_ptr().cast(),
-                message.len(),
-                0,
-                (&to as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: reads into our buffer, at most its length.
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! (each declares, flushes and refills its chains), and a script the kernel refuses gets its
 //! error, with the right line, from the one-shot run.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -142,7 +142,7 @@ impl Session {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "no stdin to the restore")
         })?;
         let pid = child.id().unwrap_or(0);
-        let watch = crate::kernel::events::nftables_socket()?;
+        let watch = crate::kernel::nfnetlink::nftables_notifications()?;
         let mut session = Session {
             child,
             stdin,
@@ -206,20 +206,7 @@ fn drain(watch: &AsyncFd<OwnedFd>) -> std::io::Result<()> {
 }
 
 fn recv(watch: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
-    // SAFETY: reads into our buffer, at most its length; the socket is non-blocking.
-    let n = unsafe {
-        libc::recv(
-            watch.get_ref().as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            0,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    crate::kernel::nfnetlink::recv(watch.get_ref(), buf)
 }
 
 /// How many of the netlink messages in `buf` are new rule generations committed by `pid`.
