@@ -237,26 +237,26 @@ fn the_status_page_shows_every_uplink_and_follows_an_outage_live() {
                  && !!document.querySelector('.card[data-uplink=isp2]')";
     page.until(cards, Duration::from_secs(15))
         .expect("a card per uplink, both up");
-    page.until(
-        "[...document.querySelectorAll('#chart-rtt polyline')].some(p => +p.dataset.points >= 2)",
-        Duration::from_secs(15),
-    )
-    .expect("a chart with data points");
-    page.until(
-        "[...document.querySelectorAll('#chart-bytes polyline')].some(p => p.dataset.series === 'isp1' && +p.dataset.points >= 2)",
-        Duration::from_secs(15),
-    )
-    .expect("the uplink's traffic is charted");
-    page.until(
-        "document.querySelectorAll('#timeline li').length >= 1",
-        Duration::from_secs(15),
-    )
-    .expect("the timeline");
-    page.until(
-        "[...document.querySelectorAll('#policies tr')].some(r => r.cells[0].textContent === 'discard' && +r.cells[2].textContent >= 3)",
-        Duration::from_secs(10),
-    )
-    .expect("the policy's new connections are counted");
+    for (shown, what) in [
+        (
+            "[...document.querySelectorAll('#chart-rtt polyline')].some(p => +p.dataset.points >= 2)",
+            "a chart with data points",
+        ),
+        (
+            "[...document.querySelectorAll('#chart-bytes polyline')].some(p => p.dataset.series === 'isp1' && +p.dataset.points >= 2)",
+            "the uplink's traffic is charted",
+        ),
+        (
+            "document.querySelectorAll('#timeline li').length >= 1",
+            "the timeline",
+        ),
+        (
+            "[...document.querySelectorAll('#policies tr')].some(r => r.cells[0].textContent === 'discard' && +r.cells[2].textContent >= 3)",
+            "the policy's new connections are counted",
+        ),
+    ] {
+        page.until(shown, Duration::from_secs(15)).expect(what);
+    }
     let summary = page.eval("document.getElementById('summary').textContent");
     assert_eq!(summary, "isp1 up, isp2 up");
     // An outage: the card turns down and the timeline says why, without a reload.
