@@ -9,7 +9,7 @@
 //! cannot be placed that way (it would need its target's rule both before and after
 //! another's) starts a new run.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -142,15 +142,14 @@ struct Builder {
     side: Side,
     first: usize,
     policies: Vec<usize>,
+    /// Few (one per uplink and fallback): found by a linear search, cheaper than hashing.
     groups: Vec<(PinTarget, Vec<usize>, Vec<IpNet>)>,
-    by_target: HashMap<PinTarget, usize>,
-    /// Every network of the run, and the group it is in.
-    nets: HashMap<IpNet, usize>,
-    /// The same by first address, for the networks inside a given one.
-    starts: BTreeMap<(u128, u8), usize>,
-    /// The prefix lengths in `nets`: a network can only be inside one of these lengths
-    /// (usually just /32 or /128), so only they are looked up.
-    lengths: BTreeSet<u8>,
+    /// Every network of the run by (first address, prefix length), and the group it is
+    /// in: exact lookups, and the networks inside a given one as a range.
+    nets: BTreeMap<(u128, u8), usize>,
+    /// The prefix lengths in `nets`, in order: a network can only be inside one of these
+    /// lengths (usually just /32 or /128), so only they are looked up.
+    lengths: Vec<u8>,
     members: usize,
 }
 
@@ -162,6 +161,10 @@ fn number(ip: std::net::IpAddr) -> u128 {
     }
 }
 
+fn key(net: &IpNet) -> (u128, u8) {
+    (number(net.network()), net.prefix_len())
+}
+
 impl Builder {
     fn new(family: Family, side: Side, first: usize) -> Self {
         Self {
@@ -170,10 +173,8 @@ impl Builder {
             first,
             policies: Vec::new(),
             groups: Vec::new(),
-            by_target: HashMap::new(),
-            nets: HashMap::new(),
-            starts: BTreeMap::new(),
-            lengths: BTreeSet::new(),
+            nets: BTreeMap::new(),
+            lengths: Vec::new(),
             members: 0,
         }
     }
@@ -181,53 +182,51 @@ impl Builder {
     /// Adds policy `index` unless first-match order cannot be kept: a network overlapping
     /// one of an earlier policy with another target needs that target's rule first.
     fn try_add(&mut self, index: usize, target: &PinTarget, nets: &[IpNet]) -> bool {
-        let group = self.by_target.get(target).copied();
-        if let Some(g) = group {
-            let conflict = nets
-                .iter()
-                .flat_map(|n| self.overlapping(n))
-                .any(|other| other > g);
-            if conflict {
-                return false;
-            }
+        let group = self.groups.iter().position(|g| g.0 == *target);
+        if let Some(g) = group
+            && nets.iter().any(|n| self.overlaps_after(n, g))
+        {
+            return false;
         }
         let g = group.unwrap_or_else(|| {
             self.groups.push((target.clone(), Vec::new(), Vec::new()));
-            self.by_target.insert(target.clone(), self.groups.len() - 1);
             self.groups.len() - 1
         });
         self.policies.push(index);
         self.groups[g].1.push(index);
         for n in nets {
             // A network already in the run is decided by whoever had it first.
-            if self.nets.contains_key(n) {
+            let std::collections::btree_map::Entry::Vacant(slot) = self.nets.entry(key(n)) else {
                 continue;
+            };
+            slot.insert(g);
+            if let Err(at) = self.lengths.binary_search(&n.prefix_len()) {
+                self.lengths.insert(at, n.prefix_len());
             }
-            self.nets.insert(*n, g);
-            self.starts.insert((number(n.network()), n.prefix_len()), g);
-            self.lengths.insert(n.prefix_len());
             self.groups[g].2.push(*n);
             self.members += 1;
         }
         true
     }
 
-    /// The groups holding a network that overlaps `net`: one containing it (at most one per
-    /// prefix length), or one inside it.
-    fn overlapping(&self, net: &IpNet) -> Vec<usize> {
-        let mut out: Vec<usize> = (self.lengths.range(..=net.prefix_len()))
-            .filter_map(|&len| {
-                let wider = IpNet::new(net.network(), len).ok()?.trunc();
-                self.nets.get(&wider).copied()
-            })
-            .collect();
+    /// Whether a network of a group after `g` overlaps `net`: one containing it (at most
+    /// one per prefix length), or one inside it.
+    fn overlaps_after(&self, net: &IpNet, g: usize) -> bool {
+        let len = net.prefix_len();
+        let containing = self.lengths.iter().take_while(|&&l| l <= len).any(|&l| {
+            IpNet::new(net.network(), l)
+                .ok()
+                .and_then(|wider| self.nets.get(&key(&wider.trunc())))
+                .is_some_and(|&other| other > g)
+        });
+        if containing || len == net.max_prefix_len() {
+            // A single address has no network inside it but itself, looked up above.
+            return containing;
+        }
         let (first, last) = (number(net.network()), number(net.broadcast()));
-        out.extend(
-            self.starts
-                .range((first, net.prefix_len())..=(last, net.max_prefix_len()))
-                .map(|(_, g)| *g),
-        );
-        out
+        self.nets
+            .range((first, len)..=(last, net.max_prefix_len()))
+            .any(|(_, &other)| other > g)
     }
 
     fn into_run(self, config: &Config) -> PinRun {
