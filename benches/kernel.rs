@@ -260,9 +260,10 @@ fn run(argv: &[&str]) {
     );
 }
 
-/// A pause before a timed swap. A failover comes at any moment, not right after another
-/// change; an nf_tables commit within a grace period of the previous one waits for the
-/// kernel to release that generation (~8-12 ms here), which would be measured instead.
+/// A pause before a timed swap or install. A failover or an apply comes at any moment, not
+/// right after another change (here: the bench's own cleanup); an nf_tables commit within a
+/// grace period of the previous one waits for the kernel to release that generation (~8-12
+/// ms here), which would be measured instead.
 fn settle() {
     std::thread::sleep(Duration::from_millis(200));
 }
@@ -292,6 +293,7 @@ fn install_times(path: &str) -> Vec<Duration> {
     (0..7)
         .map(|_| {
             run(&[bin, "cleanup", "-c", path]);
+            settle();
             let t = Instant::now();
             rt.block_on(installer.apply(&config, &Default::default()))
                 .unwrap();
@@ -305,6 +307,7 @@ fn bench_apply(path: &str) -> (Duration, Duration, Duration, usize) {
     let mut times = Vec::new();
     for _ in 0..7 {
         run(&[bin, "cleanup", "-c", path]);
+        settle();
         let t = Instant::now();
         run(&[bin, "apply", "-c", path]);
         times.push(t.elapsed());

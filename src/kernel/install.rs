@@ -115,10 +115,12 @@ impl Installer {
         let (observed, view, mut warnings) = self.observe(config, judged).await?;
         let plan = Plan::build(config, &observed);
         let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
-        let sets = ipset::update(&all_sets).await?;
+        // Reading the tables does not depend on the sets: both run at once.
+        let (sets, tables) = tokio::join!(ipset::update(&all_sets), netfilter::read(&plan));
+        let (sets, tables) = (sets?, tables?);
         use std::sync::atomic::Ordering::Relaxed;
         let mut v6_clean = self.v6_clean.load(Relaxed);
-        let installed = netfilter::apply(&plan, &mut v6_clean).await?;
+        let installed = netfilter::apply_read(&plan, tables, &mut v6_clean).await?;
         self.v6_clean.store(v6_clean, Relaxed);
         for (family, save) in &installed.saved {
             if let Some(fp) = plan.of(*family) {

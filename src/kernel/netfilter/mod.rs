@@ -67,10 +67,29 @@ async fn save_with(tools: &Tools, family: Family) -> Result<String, NetfilterErr
 /// check costs an `ip6tables-save`, so it is skipped while `v6_clean` says it was done
 /// (the caller keeps the flag; it is cleared whenever a plan with IPv6 is applied).
 pub async fn apply(plan: &Plan, v6_clean: &mut bool) -> Result<Installed, NetfilterError> {
-    let mut out = Installed::default();
+    let current = read(plan).await?;
+    apply_read(plan, current, v6_clean).await
+}
+
+/// Each of the plan's families' tables as they are now (with counters): what
+/// [`apply_read`] starts from. Only reads, so a caller may run it beside other work.
+pub async fn read(plan: &Plan) -> Result<Vec<(Family, String)>, NetfilterError> {
+    let mut out = Vec::new();
     for fp in plan.families() {
-        let family = fp.family;
-        let current = save(family).await?;
+        out.push((fp.family, save(fp.family).await?));
+    }
+    Ok(out)
+}
+
+/// [`apply`] from tables already read by [`read`].
+pub async fn apply_read(
+    plan: &Plan,
+    read: Vec<(Family, String)>,
+    v6_clean: &mut bool,
+) -> Result<Installed, NetfilterError> {
+    let mut out = Installed::default();
+    for (fp, (family, current)) in plan.families().into_iter().zip(read) {
+        debug_assert_eq!(fp.family, family);
         out.counters
             .extend(script::counters(&current, family, TABLES));
         out.saved.push((family, current.clone()));
