@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
+mod dump;
 mod netlink;
 
 use super::exec::{self, ToolError};
@@ -26,6 +26,8 @@ pub enum IpsetError {
     Tool(#[from] ToolError),
     #[error("{0}")]
     Fill(std::io::Error),
+    #[error("reading the sets: {0}")]
+    Read(std::io::Error),
 }
 
 /// The temporary set an update fills and swaps in, one set after the other. Config names
@@ -54,43 +56,6 @@ pub enum Count {
     Learned(usize),
     #[default]
     Unknown,
-}
-
-/// Each set of ours, from `ipset save` output.
-pub fn parse_save(save: &str) -> HashMap<String, Present> {
-    let mut out: HashMap<String, Present> = HashMap::new();
-    for line in save.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["create", name, rest @ ..] if is_ours(name) => {
-                out.entry(name.to_string()).or_default().timeout = option(rest, "timeout");
-            }
-            ["add", name, member, rest @ ..] if is_ours(name) => {
-                // ipset prints single addresses without /32 or /128.
-                let net = member
-                    .parse::<IpNet>()
-                    .or_else(|_| member.parse::<IpAddr>().map(IpNet::from));
-                let Ok(net) = net else { continue };
-                let set = out.entry(name.to_string()).or_default();
-                match option(rest, "timeout") {
-                    Some(left) if left > 0 => {
-                        set.learned.insert(net, left);
-                    }
-                    _ => {
-                        set.permanent.insert(net);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The number after `key` in an ipset option list.
-fn option(words: &[&str], key: &str) -> Option<u32> {
-    let at = words.iter().position(|w| *w == key)?;
-    words.get(at + 1)?.parse().ok()
 }
 
 /// What brings the sets to the plan: `ipset restore` input, then the members of the sets
@@ -229,7 +194,7 @@ pub struct Updated {
 
 /// Brings the sets up to date.
 pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
-    let current = parse_save(&exec::run_ok("ipset", &["save"], None).await?);
+    let current = read().await?;
     let script = plan_script(sets, &current);
     if !script.text.is_empty() {
         exec::run_ok("ipset", &["restore"], Some(&script.text)).await?;
@@ -247,6 +212,14 @@ pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
         counts: counts(sets, &current),
         present,
     })
+}
+
+/// Our sets as they are in the kernel, read over netlink off the event loop.
+async fn read() -> Result<HashMap<String, Present>, IpsetError> {
+    tokio::task::spawn_blocking(dump::save)
+        .await
+        .map_err(|e| IpsetError::Read(std::io::Error::other(e.to_string())))?
+        .map_err(IpsetError::Read)
 }
 
 /// Adds the members of the sets just created, in netlink batches, off the event loop.

@@ -1,33 +1,37 @@
-//! Adds the members of a set multiwan has just created straight to the kernel, in netlink
-//! batches. `ipset restore` parses each line with the C library's address parser, which
-//! costs ~20 ms for 10 000 pins; the kernel's part is a few. Only additions (ipset's
-//! `IPSET_CMD_ADD` with a list of entries) are sent this way: creating, swapping and
-//! destroying sets stay with `ipset restore`.
+//! ipset's netlink protocol, and the additions: the members of a set multiwan has just
+//! created go straight to the kernel, in netlink batches. `ipset restore` parses each line
+//! with the C library's address parser, which costs ~20 ms for 10 000 pins; the kernel's
+//! part is a few. Additions (`IPSET_CMD_ADD` with a list of entries) and reading the sets
+//! ([`super::dump`]) are done this way: creating, swapping and destroying sets stay with
+//! `ipset restore`.
 
 use std::io;
 
 use ipnet::IpNet;
 
 use crate::family::Family;
-use crate::kernel::nfnetlink::Socket;
+use crate::kernel::nfnetlink::{Socket, attr};
 
-/// nfnetlink subsystem of ipset, and its add command.
-const NFNL_SUBSYS_IPSET: u16 = 6;
+/// nfnetlink subsystem of ipset, and its commands.
+pub(super) const NFNL_SUBSYS_IPSET: u16 = 6;
 const IPSET_CMD_ADD: u16 = 9;
+pub(super) const IPSET_CMD_SAVE: u16 = 8;
 /// The protocol version the kernel speaks since Linux 3.x (ipset 7).
-const IPSET_PROTOCOL: u8 = 7;
+pub(super) const IPSET_PROTOCOL: u8 = 7;
 // Command-level attributes.
-const ATTR_PROTOCOL: u16 = 1;
-const ATTR_SETNAME: u16 = 2;
-const ATTR_DATA: u16 = 7;
-const ATTR_ADT: u16 = 8;
+pub(super) const ATTR_PROTOCOL: u16 = 1;
+pub(super) const ATTR_SETNAME: u16 = 2;
+pub(super) const ATTR_DATA: u16 = 7;
+pub(super) const ATTR_ADT: u16 = 8;
 /// Required beside a list of entries (the line number an error refers to).
 const ATTR_LINENO: u16 = 9;
-// Entry attributes.
-const ATTR_IP: u16 = 1;
-const ATTR_CIDR: u16 = 3;
-const ATTR_IPADDR_IPV4: u16 = 1;
-const ATTR_IPADDR_IPV6: u16 = 2;
+// Entry (and header) attributes.
+pub(super) const ATTR_IP: u16 = 1;
+pub(super) const ATTR_CIDR: u16 = 3;
+pub(super) const ATTR_PORT: u16 = 4;
+pub(super) const ATTR_TIMEOUT: u16 = 6;
+pub(super) const ATTR_IPADDR_IPV4: u16 = 1;
+pub(super) const ATTR_IPADDR_IPV6: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLA_F_NET_BYTEORDER: u16 = 0x4000;
 const NLM_F_REQUEST: u16 = 1;
@@ -77,7 +81,7 @@ fn error(set: &str, code: i32) -> io::Error {
 
 /// One `IPSET_CMD_ADD` request with `nets` as its list of entries.
 fn add_message(set: &str, family: Family, nets: &[IpNet], seq: u32) -> Vec<u8> {
-    let mut body = vec![nfproto(family), 0, 0, 0]; // nfgenmsg: family, version, res_id
+    let mut body = Vec::new();
     attr(&mut body, ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
     let mut name = set.as_bytes().to_vec();
     name.push(0);
@@ -88,14 +92,8 @@ fn add_message(set: &str, family: Family, nets: &[IpNet], seq: u32) -> Vec<u8> {
     }
     attr(&mut body, ATTR_LINENO, &0u32.to_ne_bytes());
     attr(&mut body, ATTR_ADT | NLA_F_NESTED, &list);
-    let mut m = Vec::with_capacity(16 + body.len());
-    m.extend(((16 + body.len()) as u32).to_ne_bytes());
-    m.extend(((NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_ADD).to_ne_bytes());
-    m.extend((NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend(seq.to_ne_bytes());
-    m.extend(0u32.to_ne_bytes());
-    m.extend(body);
-    m
+    let kind = (NFNL_SUBSYS_IPSET << 8) | IPSET_CMD_ADD;
+    crate::kernel::nfnetlink::message(kind, NLM_F_REQUEST | NLM_F_ACK, seq, family.af(), &body)
 }
 
 /// One entry: its address (network byte order, as the kernel requires) and prefix length.
@@ -117,21 +115,6 @@ fn entry(net: &IpNet) -> Vec<u8> {
     attr(&mut out, ATTR_IP | NLA_F_NESTED, &address);
     attr(&mut out, ATTR_CIDR, &[net.prefix_len()]);
     out
-}
-
-fn nfproto(family: Family) -> u8 {
-    match family {
-        Family::Ipv4 => 2,
-        Family::Ipv6 => 10,
-    }
-}
-
-/// Appends a netlink attribute, padded to 4 bytes.
-fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    out.extend(((4 + value.len()) as u16).to_ne_bytes());
-    out.extend(kind.to_ne_bytes());
-    out.extend(value);
-    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 /// The error codes (0: success) of the acknowledgements in a datagram.
