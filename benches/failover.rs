@@ -572,7 +572,8 @@ fn fmt_trials(t: &[Trial]) -> String {
         .join(" ")
 }
 
-/// CPU and peak RSS of `multiwan run` probing 4 uplinks x 2 targets for 60 s.
+/// CPU and peak RSS of `multiwan run` probing 4 uplinks x 2 targets for 60 s, then the
+/// same with 10 000 pinned hosts (the 1 s reconcile reads and compares their sets).
 fn resources() {
     let lab = Lab::new(4);
     let mut text = String::from("lan_interfaces: [lan0]\nuplinks:\n");
@@ -581,43 +582,74 @@ fn resources() {
             "  - {{name: isp{n}, interface: wan{n}, gateway: 100.64.{n}.1, probe: {{targets: [198.51.100.1, 198.51.100.2]}}}}\n"
         ));
     }
-    let daemon = lab.daemon(&lab.file("four.yaml", &text));
+    let plain = daemon_cost(&lab, "four.yaml", &text, 60);
+    text.push_str("policies:\n");
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
+            i / 250,
+            i % 250 + 1,
+            i % 4 + 1
+        ));
+    }
+    let pinned = daemon_cost(&lab, "four-pins.yaml", &text, 30);
+    println!("## Daemon cost: 4 uplinks x 2 targets, 500 ms interval");
+    println!("| what | no pins, 60 s | 10 000 pinned hosts, 30 s |");
+    println!("|---|---|---|");
+    println!(
+        "| CPU of `multiwan run` itself | {:.2} % of a core | {:.2} % of a core |",
+        plain.own, pinned.own
+    );
+    println!(
+        "| CPU of the tools it runs (iptables-save for the 1 s drift check) | {:.2} % of a core | {:.2} % of a core |",
+        plain.kids, pinned.kids
+    );
+    println!(
+        "| peak RSS (VmHWM) | {:.1} MB | {:.1} MB |",
+        plain.hwm_mb, pinned.hwm_mb
+    );
+    println!(
+        "| state changes during the run (should be 0) | {} | {} |",
+        plain.changes, pinned.changes
+    );
+}
+
+struct Cost {
+    own: f64,
+    kids: f64,
+    hwm_mb: f64,
+    changes: usize,
+}
+
+/// Runs the daemon on `text` and measures it for `secs` after 5 s of settling.
+fn daemon_cost(lab: &Lab, file: &str, text: &str, secs: u64) -> Cost {
+    let daemon = lab.daemon(&lab.file(file, text));
     let pid = daemon.child.id();
     std::thread::sleep(Duration::from_secs(5));
     let (own0, kids0) = cpu_ticks(pid);
     let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(secs));
     let (own1, kids1) = cpu_ticks(pid);
     let secs = t.elapsed().as_secs_f64();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let own = (own1 - own0) as f64 / hz / secs * 100.0;
-    let kids = (kids1 - kids0) as f64 / hz / secs * 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm = status
+    let hwm_kb = status
         .lines()
         .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ?")
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("?")
-        .to_string();
-    let sent = daemon
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let changes = daemon
         .log_text()
         .lines()
         .filter(|l| l.contains("uplink state changed"))
         .count();
-    println!("## Daemon cost: 4 uplinks x 2 targets, 500 ms interval, 60 s");
-    println!("| what | value |");
-    println!("|---|---|");
-    println!("| CPU of `multiwan run` itself | {own:.2} % of a core |");
-    println!(
-        "| CPU of the tools it runs (iptables-save, ipset for the 1 s drift check) | {kids:.2} % of a core |"
-    );
-    println!(
-        "| peak RSS (VmHWM) | {:.1} MB |",
-        hwm.parse::<f64>().unwrap_or(0.0) / 1024.0
-    );
-    println!("| state changes during the run (should be 0) | {sent} |");
+    Cost {
+        own: (own1 - own0) as f64 / hz / secs * 100.0,
+        kids: (kids1 - kids0) as f64 / hz / secs * 100.0,
+        hwm_mb: hwm_kb / 1024.0,
+        changes,
+    }
 }
 
 /// utime+stime of the process, and of its waited-for children, in clock ticks.

@@ -295,7 +295,7 @@ fn install_times(path: &str) -> Vec<Duration> {
             run(&[bin, "cleanup", "-c", path]);
             settle();
             let t = Instant::now();
-            rt.block_on(installer.apply(&config, &Default::default()))
+            rt.block_on(installer.apply(&config, &Default::default(), None))
                 .unwrap();
             t.elapsed()
         })

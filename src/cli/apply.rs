@@ -17,7 +17,7 @@ pub fn run(args: ConfigArg) -> anyhow::Result<ExitCode> {
         }
         let installer = Installer::new()?;
         installer.adopt_installed_ids(&mut config).await?;
-        installer.apply(&config, &Default::default()).await
+        installer.apply(&config, &Default::default(), None).await
     })?;
     if let Err(e) = multiwan::owned::record(&config) {
         eprintln!(

@@ -194,6 +194,7 @@ fn run_thread(
         Actor {
             installer,
             installed: None,
+            planned_from: None,
             observed: None,
             config: None,
         }
@@ -206,6 +207,9 @@ struct Actor {
     installer: Installer,
     /// The plan in the kernel, as far as this actor knows; None after a failure.
     installed: Option<Plan>,
+    /// What `installed` was planned from (the kernel's facts and the health), so that a
+    /// reconcile that finds the same facts installs it again without planning.
+    planned_from: Option<Observed>,
     observed: Option<Observed>,
     /// The config of the last transaction: a new one has its kernel settings checked.
     config: Option<Arc<Config>>,
@@ -258,16 +262,18 @@ impl Actor {
             started,
             took: Duration::ZERO,
         };
-        if !self
+        let new_config = !self
             .config
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, &desired.config))
-        {
+            .is_some_and(|c| Arc::ptr_eq(c, &desired.config));
+        if new_config {
             report.settings = sysctl::enforce(&desired.config);
             self.config = Some(desired.config.clone());
             desired.full = true;
         }
-        let before = self.installed.clone();
+        // Both are set again below, by the swap or by the full pass.
+        let before = self.installed.take();
+        let planned_from = self.planned_from.take();
         let swapped = match (&before, self.observed.clone()) {
             (Some(plan), Some(observed)) if !desired.full => {
                 self.swap(plan, observed, &desired, &mut report).await
@@ -275,7 +281,9 @@ impl Actor {
             _ => false,
         };
         if !swapped {
-            self.full(&desired, &mut report).await;
+            let reuse = planned_from.as_ref().zip(before.as_ref());
+            self.full(&desired, reuse.filter(|_| !new_config), &mut report)
+                .await;
         }
         let mut todo = match (&before, &self.installed) {
             (Some(old), Some(new)) => flush::flushes(&desired.config, old, new, &desired.flush_for),
@@ -305,6 +313,7 @@ impl Actor {
             Ok(changes) => {
                 report.netfilter = changes;
                 self.installed = Some(plan);
+                self.planned_from = Some(observed);
                 true
             }
             Err(e) => {
@@ -317,9 +326,19 @@ impl Actor {
         }
     }
 
-    /// Re-reads the kernel, plans and installs everything that differs.
-    async fn full(&mut self, desired: &Desired, report: &mut Report) {
-        match self.installer.apply(&desired.config, &desired.judged).await {
+    /// Re-reads the kernel, plans (unless `reuse` was planned from the same facts) and
+    /// installs everything that differs.
+    async fn full(
+        &mut self,
+        desired: &Desired,
+        reuse: Option<(&Observed, &Plan)>,
+        report: &mut Report,
+    ) {
+        let applied = self
+            .installer
+            .apply(&desired.config, &desired.judged, reuse)
+            .await;
+        match applied {
             Ok(applied) => {
                 report.netfilter.tables.extend(applied.netfilter.tables);
                 report.routing = applied.routing;
@@ -329,6 +348,7 @@ impl Actor {
                 report.set_counts = Some(applied.set_counts);
                 report.warnings.extend(applied.warnings);
                 self.observed = Some(applied.observed.clone());
+                self.planned_from = Some(applied.observed.clone());
                 report.observed = Some((applied.observed, applied.view));
                 // The next swap (a failover) goes through a standing restore process.
                 for fp in applied.plan.families() {

@@ -110,10 +110,21 @@ impl Installer {
     }
 
     /// Observes, plans and installs: sets, then iptables (one transaction per table, then
-    /// verified), then ip rules and routes, then stale sets go.
-    pub async fn apply(&self, config: &Config, judged: &Judged) -> Result<Applied, InstallError> {
+    /// verified), then ip rules and routes, then stale sets go. `reuse`: a plan already built
+    /// from this config and the observations it names, taken instead of planning again when
+    /// the kernel and the health are still what it was built from (the daemon's reconcile,
+    /// every second: planning 10 000 pins costs milliseconds, comparing costs microseconds).
+    pub async fn apply(
+        &self,
+        config: &Config,
+        judged: &Judged,
+        reuse: Option<(&Observed, &Plan)>,
+    ) -> Result<Applied, InstallError> {
         let (observed, view, mut warnings) = self.observe(config, judged).await?;
-        let plan = Plan::build(config, &observed);
+        let plan = match reuse {
+            Some((from, plan)) if *from == observed => plan.clone(),
+            _ => Plan::build(config, &observed),
+        };
         let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
         // Reading the tables does not depend on the sets: both run at once.
         let (sets, tables) = tokio::join!(ipset::update(&all_sets), netfilter::read(&plan));

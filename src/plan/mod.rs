@@ -139,7 +139,7 @@ pub struct Judged {
 
 /// What is known about the world when planning: uplink health and what the kernel says.
 /// The top level is IPv4; `v6` holds the same for IPv6.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
     /// Uplinks not listed have the config's `initial_state`.
     pub health: BTreeMap<String, Health>,

@@ -195,6 +195,8 @@ struct Agent {
     view: KernelView,
     /// The plan for what the agent knows now (see `replan`): what status shows.
     plan: Plan,
+    /// What `plan` was built from (None: build it again, as after a config change).
+    planned_from: Option<Observed>,
     monitors: BTreeMap<Track, Monitor>,
     probers: BTreeMap<Track, Prober>,
     /// Last known usable state of each uplink interface.
@@ -292,6 +294,7 @@ impl Agent {
                 .plan
                 .take()
                 .expect("an install without error has a plan"),
+            planned_from: None,
             monitors: BTreeMap::new(),
             probers: BTreeMap::new(),
             links: HashMap::new(),
@@ -463,6 +466,7 @@ impl Agent {
     /// Puts the state that follows from the config in line with it: probe sockets,
     /// monitors, links, backends, the plan, the HA role.
     fn adopt_config(&mut self) {
+        self.planned_from = None;
         let states = self.all_health();
         let tracks = self.tracks();
         self.probers.retain(|track, _| tracks.contains(track));
