@@ -273,33 +273,41 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Both families' rules of one backend.
-async fn usage_of(tools: &Tools) -> Result<Usage, BackendError> {
-    let mut usage = Usage::default();
-    for family in Family::ALL {
-        match exec::run(tools.save(family), &[], None).await {
-            Ok(ran) if ran.success => usage = usage.add(Usage::of_save(&ran.stdout)),
-            // No IPv6 in this kernel, or no tables yet.
-            Ok(_) if family == Family::Ipv6 => {}
-            Ok(ran) => {
-                return Err(BackendError::Read {
-                    backend: tools.kind.name(),
-                    source: ToolError::Failed {
-                        tool: tools.save(family).to_string(),
-                        status: ran.status,
-                        stderr: ran.stderr,
-                    },
-                });
-            }
-            Err(source) => {
-                return Err(BackendError::Read {
-                    backend: tools.kind.name(),
-                    source,
-                });
-            }
-        }
+/// [`usage_of`] of a backend whose tools are installed.
+async fn usage_if(tools: &Option<Tools>) -> Result<Option<Usage>, BackendError> {
+    match tools {
+        Some(t) => usage_of(t).await.map(Some),
+        None => Ok(None),
     }
-    Ok(usage)
+}
+
+/// Both families' rules of one backend, read at once.
+async fn usage_of(tools: &Tools) -> Result<Usage, BackendError> {
+    let (v4, v6) = tokio::join!(
+        family_usage(tools, Family::Ipv4),
+        family_usage(tools, Family::Ipv6)
+    );
+    Ok(v4?.add(v6?))
+}
+
+async fn family_usage(tools: &Tools, family: Family) -> Result<Usage, BackendError> {
+    match exec::run(tools.save(family), &[], None).await {
+        Ok(ran) if ran.success => Ok(Usage::of_save(&ran.stdout)),
+        // No IPv6 in this kernel, or no tables yet.
+        Ok(_) if family == Family::Ipv6 => Ok(Usage::default()),
+        Ok(ran) => Err(BackendError::Read {
+            backend: tools.kind.name(),
+            source: ToolError::Failed {
+                tool: tools.save(family).to_string(),
+                status: ran.status,
+                stderr: ran.stderr,
+            },
+        }),
+        Err(source) => Err(BackendError::Read {
+            backend: tools.kind.name(),
+            source,
+        }),
+    }
 }
 
 /// The backend chosen for this process, with the other backend's commands when multiwan's
@@ -315,14 +323,9 @@ pub async fn select(choice: NetfilterBackend) -> Result<Selected, BackendError> 
     let default = plain_kind().await;
     let legacy_tools = tools_of(Kind::Legacy, default).await;
     let nft_tools = tools_of(Kind::Nft, default).await;
-    let legacy = match &legacy_tools {
-        Some(t) => Some(usage_of(t).await?),
-        None => None,
-    };
-    let nft = match &nft_tools {
-        Some(t) => Some(usage_of(t).await?),
-        None => None,
-    };
+    // Four tables read at once: each read is mostly starting a process.
+    let (legacy, nft) = tokio::join!(usage_if(&legacy_tools), usage_if(&nft_tools));
+    let (legacy, nft) = (legacy?, nft?);
     let decision = decide(choice, legacy, nft, default)?;
     let (chosen, other, other_usage) = match decision.kind {
         Kind::Legacy => (legacy_tools, nft_tools, nft),
