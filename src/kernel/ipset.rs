@@ -12,8 +12,7 @@ use serde::Serialize;
 mod dump;
 mod netlink;
 
-use super::exec::{self, ToolError};
-use crate::plan::{IpSet, Resolved, SET_PREFIX, SET_PREFIX6};
+use crate::plan::{Family, IpSet, Resolved, SET_PREFIX, SET_PREFIX6};
 
 /// Whether a set is ours (either family's prefix).
 pub fn is_ours(name: &str) -> bool {
@@ -22,10 +21,9 @@ pub fn is_ours(name: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpsetError {
-    #[error(transparent)]
-    Tool(#[from] ToolError),
+    /// The kernel refused a step (the message names the step and the set).
     #[error("{0}")]
-    Fill(std::io::Error),
+    Kernel(std::io::Error),
     #[error("reading the sets: {0}")]
     Read(std::io::Error),
 }
@@ -58,55 +56,103 @@ pub enum Count {
     Unknown,
 }
 
-/// What brings the sets to the plan: `ipset restore` input, then the members of the sets
-/// it creates, which are sent in netlink batches (see [`netlink`]).
-#[derive(Debug, Default)]
-pub struct Script<'a> {
-    pub text: String,
-    pub fills: Vec<(&'a IpSet, &'a [IpNet])>,
+/// One step of bringing the sets to the plan. The steps go to the kernel over ipset's
+/// netlink protocol ([`netlink::run`]); their text form is `ipset restore` input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Destroy(String),
+    /// A `hash:net` set (nothing happens when it exists with the same options).
+    Create {
+        name: String,
+        family: Family,
+        hashsize: Option<usize>,
+        timeout: Option<u32>,
+    },
+    /// Members, each with the seconds it has left (None: permanent, or the set's default).
+    Add {
+        name: String,
+        family: Family,
+        members: Vec<(IpNet, Option<u32>)>,
+    },
+    /// Exchanges two sets of one type and family (the first is the temporary one).
+    Swap(String, String),
 }
 
-impl Script<'_> {
-    /// All of it as `ipset restore` input: the fills as `add` lines after the rest.
-    pub fn full_text(&self) -> String {
-        let mut out = self.text.clone();
-        for (set, nets) in &self.fills {
-            for n in *nets {
-                let _ = writeln!(out, "add {} {n} -exist", set.name);
-            }
+impl Op {
+    fn create(name: &str, set: &IpSet) -> Op {
+        Op::Create {
+            name: name.to_string(),
+            family: set.family,
+            hashsize: set.hashsize(),
+            timeout: set.learned_timeout,
         }
-        out
     }
 
-    /// Whether it creates or swaps `set`.
-    fn names(&self, set: &str) -> bool {
-        self.fills.iter().any(|(s, _)| s.name == set) || names(&self.text, set)
+    /// Its `ipset restore` lines.
+    pub fn text(&self) -> String {
+        match self {
+            Op::Destroy(name) => format!("destroy {name}\n"),
+            Op::Create {
+                name,
+                family,
+                hashsize,
+                timeout,
+            } => format!(
+                "{}\n",
+                crate::plan::create_line(name, *family, *hashsize, *timeout)
+            ),
+            Op::Add { name, members, .. } => {
+                let mut out = String::new();
+                for (net, left) in members {
+                    match left {
+                        Some(t) => writeln!(out, "add {name} {net} timeout {t} -exist"),
+                        None => writeln!(out, "add {name} {net} -exist"),
+                    }
+                    .expect("writing to a String");
+                }
+                out
+            }
+            Op::Swap(a, b) => format!("swap {a} {b}\n"),
+        }
     }
+
+    /// Whether it creates or swaps in `set`.
+    fn names(&self, set: &str) -> bool {
+        matches!(self, Op::Create { name, .. } | Op::Swap(_, name) if name == set)
+    }
+}
+
+/// Every step as `ipset restore` input.
+pub fn text(ops: &[Op]) -> String {
+    ops.iter().map(Op::text).collect()
 }
 
 /// `ipset restore` input that brings `sets` from `current` to the plan; empty when nothing
 /// differs. Sets whose content is not known (planning offline) are only created.
 pub fn script(sets: &[IpSet], current: &HashMap<String, Present>) -> String {
-    plan_script(sets, current).full_text()
+    text(&plan_ops(sets, current))
 }
 
-/// [`script`], with the members of the sets it creates apart.
-pub fn plan_script<'a>(sets: &'a [IpSet], current: &HashMap<String, Present>) -> Script<'a> {
-    let mut out = Script::default();
+/// The steps that bring `sets` from `current` to the plan: temporary sets left over go,
+/// missing sets are created, stale ones refilled through a temporary set and swapped in;
+/// the members of the sets created come last.
+pub fn plan_ops(sets: &[IpSet], current: &HashMap<String, Present>) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut fills = Vec::new();
     for temp in [TEMP, TEMP6] {
         if current.contains_key(temp) {
             // Left over by an update that died half-way, perhaps of another type.
-            let _ = writeln!(out.text, "destroy {temp}");
+            ops.push(Op::Destroy(temp.to_string()));
         }
     }
     for set in sets {
         let stale = match (current.get(&set.name), &set.networks) {
             (None, _) => {
-                let _ = writeln!(out.text, "{}", set.create_line(&set.name));
+                ops.push(Op::create(&set.name, set));
                 if let Resolved::Known(nets) = &set.networks
                     && !nets.is_empty()
                 {
-                    out.fills.push((set, nets));
+                    fills.push(add(&set.name, set, nets.iter().map(|n| (*n, None))));
                 }
                 continue;
             }
@@ -119,36 +165,49 @@ pub fn plan_script<'a>(sets: &'a [IpSet], current: &HashMap<String, Present>) ->
             }
         };
         if stale {
-            refill(&mut out.text, set, current.get(&set.name));
+            refill(&mut ops, set, current.get(&set.name));
         }
     }
-    out
+    ops.extend(fills);
+    ops
+}
+
+fn add(name: &str, set: &IpSet, members: impl Iterator<Item = (IpNet, Option<u32>)>) -> Op {
+    Op::Add {
+        name: name.to_string(),
+        family: set.family,
+        members: members.collect(),
+    }
 }
 
 /// Fills the temporary set (with the plan's options) and swaps it in. Into a learned set,
 /// the learned members move along with the time they have left (at most the new timeout).
-fn refill(out: &mut String, set: &IpSet, have: Option<&Present>) {
+fn refill(ops: &mut Vec<Op>, set: &IpSet, have: Option<&Present>) {
     let temp = temp_of(set);
-    let _ = writeln!(out, "{}", set.create_line(temp));
+    ops.push(Op::create(temp, set));
+    let mut members: Vec<(IpNet, Option<u32>)> = Vec::new();
     if let Resolved::Known(nets) = &set.networks {
-        for n in nets {
-            let _ = writeln!(out, "add {temp} {n} -exist");
-        }
+        members.extend(nets.iter().map(|n| (*n, None)));
     }
     if let (Some(max), Some(have)) = (set.learned_timeout, have) {
-        for (n, left) in &have.learned {
-            let _ = writeln!(out, "add {temp} {n} timeout {} -exist", (*left).min(max));
-        }
+        members.extend(
+            have.learned
+                .iter()
+                .map(|(n, left)| (*n, Some((*left).min(max)))),
+        );
     }
-    let _ = writeln!(out, "swap {temp} {}", set.name);
-    let _ = writeln!(out, "destroy {temp}");
+    if !members.is_empty() {
+        ops.push(add(temp, set, members.into_iter()));
+    }
+    ops.push(Op::Swap(temp.to_string(), set.name.clone()));
+    ops.push(Op::Destroy(temp.to_string()));
 }
 
 /// The temporary set of the set's family (a swap needs both of one family).
 fn temp_of(set: &IpSet) -> &'static str {
     match set.family {
-        crate::plan::Family::Ipv4 => TEMP,
-        crate::plan::Family::Ipv6 => TEMP6,
+        Family::Ipv4 => TEMP,
+        Family::Ipv6 => TEMP6,
     }
 }
 
@@ -171,16 +230,6 @@ pub fn counts(sets: &[IpSet], current: &HashMap<String, Present>) -> BTreeMap<St
         .collect()
 }
 
-/// Names of the sets of ours that exist now.
-pub async fn ours() -> Result<Vec<String>, IpsetError> {
-    let names = exec::run_ok("ipset", &["list", "-n"], None).await?;
-    Ok(names
-        .lines()
-        .filter(|n| is_ours(n))
-        .map(str::to_string)
-        .collect())
-}
-
 /// What an update did.
 #[derive(Debug, Default)]
 pub struct Updated {
@@ -195,16 +244,13 @@ pub struct Updated {
 /// Brings the sets up to date.
 pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
     let current = read().await?;
-    let script = plan_script(sets, &current);
-    if !script.text.is_empty() {
-        exec::run_ok("ipset", &["restore"], Some(&script.text)).await?;
-    }
-    fill(&script.fills).await?;
+    let ops = plan_ops(sets, &current);
     let changed = sets
         .iter()
-        .filter(|s| script.names(&s.name))
+        .filter(|s| ops.iter().any(|op| op.names(&s.name)))
         .map(|s| s.name.clone())
         .collect();
+    run(ops).await?;
     let mut present: Vec<String> = current.keys().cloned().collect();
     present.sort();
     Ok(Updated {
@@ -222,35 +268,20 @@ async fn read() -> Result<HashMap<String, Present>, IpsetError> {
         .map_err(IpsetError::Read)
 }
 
-/// Adds the members of the sets just created, in netlink batches, off the event loop.
-async fn fill(fills: &[(&IpSet, &[IpNet])]) -> Result<(), IpsetError> {
-    if fills.is_empty() {
+/// Sends the steps to the kernel, in order, off the event loop.
+async fn run(ops: Vec<Op>) -> Result<(), IpsetError> {
+    if ops.is_empty() {
         return Ok(());
     }
-    let work: Vec<(String, crate::plan::Family, Vec<IpNet>)> = fills
-        .iter()
-        .map(|(set, nets)| (set.name.clone(), set.family, nets.to_vec()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        work.iter()
-            .try_for_each(|(name, family, nets)| netlink::add(name, *family, nets))
-    })
-    .await
-    .map_err(|e| IpsetError::Fill(std::io::Error::other(e.to_string())))?
-    .map_err(IpsetError::Fill)
-}
-
-/// Whether a line of `script` creates or swaps `set`.
-fn names(script: &str, set: &str) -> bool {
-    script.lines().any(|l| {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        matches!(words.as_slice(), ["create", name, ..] | ["swap", _, name] if *name == set)
-    })
+    tokio::task::spawn_blocking(move || netlink::run(&ops))
+        .await
+        .map_err(|e| IpsetError::Kernel(std::io::Error::other(e.to_string())))?
+        .map_err(IpsetError::Kernel)
 }
 
 /// Destroys sets of ours that are not in `keep` (after the rules using them are gone).
 pub async fn destroy_except(keep: &[IpSet]) -> Result<Vec<String>, IpsetError> {
-    destroy_stale(ours().await?, keep).await
+    destroy_stale(read().await?.into_keys().collect(), keep).await
 }
 
 /// Destroys those of `present` (sets of ours) that are not in `keep`.
@@ -262,10 +293,7 @@ pub async fn destroy_stale(
         .into_iter()
         .filter(|n| !keep.iter().any(|s| &s.name == n))
         .collect();
-    if !stale.is_empty() {
-        let script: String = stale.iter().map(|n| format!("destroy {n}\n")).collect();
-        exec::run_ok("ipset", &["restore"], Some(&script)).await?;
-    }
+    run(stale.iter().cloned().map(Op::Destroy).collect()).await?;
     Ok(stale)
 }
 

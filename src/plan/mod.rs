@@ -27,7 +27,7 @@ pub use family::{Family, has_ipv6, view};
 pub use render::trim_float as render_weight;
 pub use routing::{IpRule, MAIN_TABLE, RouteKind, RoutePlan, RuleAction};
 pub use rules::{Chain, Jump, Match, Origin, Rule, TablePlan, Target};
-pub use sets::{IpSet, ipset_restore, kernel_sets_of, learned_set};
+pub use sets::{IpSet, create_line, ipset_restore, kernel_sets_of, learned_set};
 
 use crate::config::{Config, Gateway, InitialState, MarkLayout, Uplink};
 use crate::health::Health;

@@ -34,23 +34,14 @@ impl IpSet {
 
     /// `create` for this set's type and options (under another name for a swap).
     pub fn create_line(&self, name: &str) -> String {
-        let timeout = match self.learned_timeout {
-            Some(t) => format!(" timeout {t}"),
-            None => String::new(),
-        };
-        format!(
-            "create {name} hash:net family {}{}{timeout} -exist",
-            self.family.ipset(),
-            self.hashsize()
-                .map_or(String::new(), |h| format!(" hashsize {h}"))
-        )
+        create_line(name, self.family, self.hashsize(), self.learned_timeout)
     }
 
     /// A large set is created with room for its members: filled from the default 1024
     /// buckets, the kernel would grow and rehash it again and again (10 000 pins took
     /// 44 ms to load instead of 18). `ipset create -exist` ignores it for a set that
     /// exists.
-    fn hashsize(&self) -> Option<usize> {
+    pub fn hashsize(&self) -> Option<usize> {
         match &self.networks {
             Resolved::Known(nets) if nets.len() > 1024 => {
                 Some(nets.len().next_power_of_two().min(1 << 16))
@@ -58,6 +49,21 @@ impl IpSet {
             _ => None,
         }
     }
+}
+
+/// `create` of a `hash:net` set: the one text form of its options.
+pub fn create_line(
+    name: &str,
+    family: Family,
+    hashsize: Option<usize>,
+    timeout: Option<u32>,
+) -> String {
+    let hashsize = hashsize.map_or(String::new(), |h| format!(" hashsize {h}"));
+    let timeout = timeout.map_or(String::new(), |t| format!(" timeout {t}"));
+    format!(
+        "create {name} hash:net family {}{hashsize}{timeout} -exist",
+        family.ipset()
+    )
 }
 
 /// The kernel set of config set `name` in `family`.

@@ -79,11 +79,11 @@ fn a_missing_set_is_created_and_filled() {
          create multiwan_tv.dns hash:net family inet timeout 3600 -exist\n\
          add multiwan_s 10.1.0.0/16 -exist\n"
     );
-    // The members of a set that is created go by netlink, not as lines to parse.
-    let split = plan_script(&sets, &HashMap::new());
-    assert!(!split.text.contains("add "), "{}", split.text);
-    assert_eq!(split.fills.len(), 1);
-    assert_eq!(split.fills[0].0.name, "multiwan_s");
+    // The members of a set that is created come after every create, as one step.
+    let ops = plan_ops(&sets, &HashMap::new());
+    assert_eq!(ops.len(), 4);
+    assert!(matches!(&ops[3], Op::Add { name, members, .. }
+        if name == "multiwan_s" && members == &[(net("10.1.0.0/16"), None)]));
 }
 
 #[test]
@@ -178,11 +178,14 @@ fn ipv6_sets_have_their_own_family_and_temporary_set() {
 }
 
 #[test]
-fn names_the_sets_a_script_creates_or_swaps() {
-    let text = "create multiwan_.new hash:net family inet -exist\nswap multiwan_.new multiwan_s\ncreate multiwan_t hash:net\n";
-    assert!(names(text, "multiwan_s"));
-    assert!(names(text, "multiwan_t"));
-    assert!(!names(text, "multiwan_s2"));
+fn names_the_sets_a_step_creates_or_swaps_in() {
+    let swap = Op::Swap("multiwan_.new".into(), "multiwan_s".into());
+    assert!(swap.names("multiwan_s"));
+    assert!(!swap.names("multiwan_.new"));
+    let create = Op::create("multiwan_t", &fixed("multiwan_t", &[]));
+    assert!(create.names("multiwan_t"));
+    assert!(!create.names("multiwan_s2"));
+    assert!(!Op::Destroy("multiwan_s".into()).names("multiwan_s"));
 }
 
 #[test]
