@@ -455,8 +455,10 @@ fn bench_failover_swap(a: &str) -> (Vec<Duration>, Vec<Duration>) {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(multiwan::kernel::ipset::update(&up.sets))
-        .unwrap();
+    rt.block_on(multiwan::kernel::ipset::update(
+        &up.sets.iter().collect::<Vec<_>>(),
+    ))
+    .unwrap();
     rt.block_on(netfilter::apply(&up, &mut false)).unwrap();
     let (mut standing, mut one_shot) = (Vec::new(), Vec::new());
     for i in 0..20 {
@@ -532,8 +534,10 @@ fn bench_swap(a: &str, b: &str) -> [Vec<Duration>; 3] {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(multiwan::kernel::ipset::update(&pa.sets))
-        .unwrap();
+    rt.block_on(multiwan::kernel::ipset::update(
+        &pa.sets.iter().collect::<Vec<_>>(),
+    ))
+    .unwrap();
     rt.block_on(netfilter::apply(&pa, &mut false)).unwrap();
     let [mut standing, mut one_shot, mut full] = [Vec::new(), Vec::new(), Vec::new()];
     let swap = |from: &Plan, to: &Plan| {

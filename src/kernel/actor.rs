@@ -93,7 +93,7 @@ pub struct Report {
     /// How many desired states this transaction installed at once.
     pub merged: usize,
     /// The plan now in the kernel; None when the transaction failed before installing one.
-    pub plan: Option<Plan>,
+    pub plan: Option<Arc<Plan>>,
     /// What a full pass read from the kernel.
     pub observed: Option<(Observed, KernelView)>,
     pub netfilter: Changes,
@@ -206,7 +206,7 @@ fn run_thread(
 struct Actor {
     installer: Installer,
     /// The plan in the kernel, as far as this actor knows; None after a failure.
-    installed: Option<Plan>,
+    installed: Option<Arc<Plan>>,
     /// What `installed` was planned from (the kernel's facts and the health), so that a
     /// reconcile that finds the same facts installs it again without planning.
     planned_from: Option<Observed>,
@@ -312,7 +312,7 @@ impl Actor {
         match netfilter::apply_delta(installed, &plan).await {
             Ok(changes) => {
                 report.netfilter = changes;
-                self.installed = Some(plan);
+                self.installed = Some(Arc::new(plan));
                 self.planned_from = Some(observed);
                 true
             }
@@ -331,7 +331,7 @@ impl Actor {
     async fn full(
         &mut self,
         desired: &Desired,
-        reuse: Option<(&Observed, &Plan)>,
+        reuse: Option<(&Observed, &Arc<Plan>)>,
         report: &mut Report,
     ) {
         let applied = self

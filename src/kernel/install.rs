@@ -7,6 +7,8 @@ use super::ipset::{self, IpsetError};
 use super::netfilter::{self, Changes, Counters, NetfilterError};
 use super::routing::{KernelView, Routing, RoutingChanges, RoutingError, model};
 use crate::config::Config;
+use std::sync::Arc;
+
 use crate::plan::{Family, Judged, Observed, Plan};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,7 @@ pub async fn select_backend(config: &Config) -> Result<netfilter::backend::Decis
 /// What one apply did.
 #[derive(Debug)]
 pub struct Applied {
-    pub plan: Plan,
+    pub plan: Arc<Plan>,
     pub observed: Observed,
     pub view: KernelView,
     /// The chains and jumps that had to be (re)installed (none when nothing had drifted).
@@ -118,14 +120,14 @@ impl Installer {
         &self,
         config: &Config,
         judged: &Judged,
-        reuse: Option<(&Observed, &Plan)>,
+        reuse: Option<(&Observed, &Arc<Plan>)>,
     ) -> Result<Applied, InstallError> {
         let (observed, view, mut warnings) = self.observe(config, judged).await?;
         let plan = match reuse {
-            Some((from, plan)) if *from == observed => plan.clone(),
-            _ => Plan::build(config, &observed),
+            Some((from, plan)) if *from == observed => Arc::clone(plan),
+            _ => Arc::new(Plan::build(config, &observed)),
         };
-        let all_sets: Vec<crate::plan::IpSet> = plan.all_sets().into_iter().cloned().collect();
+        let all_sets = plan.all_sets();
         // Reading the tables does not depend on the sets: both run at once.
         let (sets, tables) = tokio::join!(ipset::update(&all_sets), netfilter::read(&plan));
         let (sets, tables) = (sets?, tables?);

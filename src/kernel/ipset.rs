@@ -104,11 +104,10 @@ impl Op {
             Op::Add { name, members, .. } => {
                 let mut out = String::new();
                 for (net, left) in members {
-                    match left {
+                    let _ = match left {
                         Some(t) => writeln!(out, "add {name} {net} timeout {t} -exist"),
                         None => writeln!(out, "add {name} {net} -exist"),
-                    }
-                    .expect("writing to a String");
+                    };
                 }
                 out
             }
@@ -130,13 +129,13 @@ pub fn text(ops: &[Op]) -> String {
 /// `ipset restore` input that brings `sets` from `current` to the plan; empty when nothing
 /// differs. Sets whose content is not known (planning offline) are only created.
 pub fn script(sets: &[IpSet], current: &HashMap<String, Present>) -> String {
-    text(&plan_ops(sets, current))
+    text(&plan_ops(&sets.iter().collect::<Vec<_>>(), current))
 }
 
 /// The steps that bring `sets` from `current` to the plan: temporary sets left over go,
 /// missing sets are created, stale ones refilled through a temporary set and swapped in;
 /// the members of the sets created come last.
-pub fn plan_ops(sets: &[IpSet], current: &HashMap<String, Present>) -> Vec<Op> {
+pub fn plan_ops(sets: &[&IpSet], current: &HashMap<String, Present>) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut fills = Vec::new();
     for temp in [TEMP, TEMP6] {
@@ -212,7 +211,7 @@ fn temp_of(set: &IpSet) -> &'static str {
 }
 
 /// Each planned set's member counts once `script` has run.
-pub fn counts(sets: &[IpSet], current: &HashMap<String, Present>) -> BTreeMap<String, Count> {
+pub fn counts(sets: &[&IpSet], current: &HashMap<String, Present>) -> BTreeMap<String, Count> {
     sets.iter()
         .map(|set| {
             let have = current.get(&set.name);
@@ -242,7 +241,7 @@ pub struct Updated {
 }
 
 /// Brings the sets up to date.
-pub async fn update(sets: &[IpSet]) -> Result<Updated, IpsetError> {
+pub async fn update(sets: &[&IpSet]) -> Result<Updated, IpsetError> {
     let current = read().await?;
     let ops = plan_ops(sets, &current);
     let changed = sets
@@ -280,14 +279,14 @@ async fn run(ops: Vec<Op>) -> Result<(), IpsetError> {
 }
 
 /// Destroys sets of ours that are not in `keep` (after the rules using them are gone).
-pub async fn destroy_except(keep: &[IpSet]) -> Result<Vec<String>, IpsetError> {
+pub async fn destroy_except(keep: &[&IpSet]) -> Result<Vec<String>, IpsetError> {
     destroy_stale(read().await?.into_keys().collect(), keep).await
 }
 
 /// Destroys those of `present` (sets of ours) that are not in `keep`.
 pub async fn destroy_stale(
     present: Vec<String>,
-    keep: &[IpSet],
+    keep: &[&IpSet],
 ) -> Result<Vec<String>, IpsetError> {
     let stale: Vec<String> = present
         .into_iter()

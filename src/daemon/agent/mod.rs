@@ -290,10 +290,12 @@ impl Agent {
             kernel,
             observed,
             view,
-            plan: first
-                .plan
-                .take()
-                .expect("an install without error has a plan"),
+            plan: Arc::unwrap_or_clone(
+                first
+                    .plan
+                    .take()
+                    .expect("an install without error has a plan"),
+            ),
             planned_from: None,
             monitors: BTreeMap::new(),
             probers: BTreeMap::new(),

@@ -185,7 +185,7 @@ impl Agent {
         let changed = report.purposes.contains(&Purpose::Change);
         if changed {
             self.metrics.applied(report.took);
-            let installed = report.plan.as_ref().unwrap_or(&self.plan);
+            let installed = report.plan.as_deref().unwrap_or(&self.plan);
             let shares = |p: &Plan| -> String {
                 let s: Vec<String> = p
                     .balance

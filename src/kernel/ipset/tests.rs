@@ -80,7 +80,7 @@ fn a_missing_set_is_created_and_filled() {
          add multiwan_s 10.1.0.0/16 -exist\n"
     );
     // The members of a set that is created come after every create, as one step.
-    let ops = plan_ops(&sets, &HashMap::new());
+    let ops = plan_ops(&sets.iter().collect::<Vec<_>>(), &HashMap::new());
     assert_eq!(ops.len(), 4);
     assert!(matches!(&ops[3], Op::Add { name, members, .. }
         if name == "multiwan_s" && members == &[(net("10.1.0.0/16"), None)]));
@@ -117,7 +117,7 @@ fn learned_members_are_never_removed() {
     let sets = vec![learned("multiwan_tv.dns", 3600)];
     assert_eq!(script(&sets, &current), "");
     assert_eq!(
-        counts(&sets, &current)["multiwan_tv.dns"],
+        counts(&sets.iter().collect::<Vec<_>>(), &current)["multiwan_tv.dns"],
         Count::Learned(2)
     );
 }
