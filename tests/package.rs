@@ -57,8 +57,8 @@ fn the_release_profile_and_the_package_ship_what_the_docs_promise() {
     ] {
         assert!(deb.contains(asset), "the package lacks {asset}");
     }
-    assert!(deb.contains("depends = \"$auto, iptables, ipset, conntrack, iproute2\""));
-    assert!(deb.contains("recommends = \"keepalived, conntrackd, dnsmasq\""));
+    assert!(deb.contains("depends = \"$auto, iptables, conntrack, iproute2\""));
+    assert!(deb.contains("recommends = \"ipset, keepalived, conntrackd, dnsmasq\""));
     let prerm = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/packaging/debian/prerm"
