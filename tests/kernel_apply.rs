@@ -232,6 +232,14 @@ fn port_forward_on_uplink_2_is_answered_through_uplink_2() {
         from_internet(&lab, 2).iter().all(Option::is_none),
         "control: the lab must catch wrong-uplink replies"
     );
+    // The control's connections stay in conntrack, half-open and unmarked (multiwan was not
+    // there). The client binds to an address, so each connection's source port is picked at
+    // random: one of the 50 below that drew the same port would be taken for the old,
+    // unmarked connection and answered by the wrong uplink again. They go first.
+    lab.exec(
+        "rt",
+        &["conntrack", "-D", "-p", "tcp", "--orig-port-dst", "8080"],
+    );
     let path = lab
         .file("multiwan.yaml", BASE)
         .to_string_lossy()
