@@ -583,15 +583,7 @@ fn resources() {
         ));
     }
     let plain = daemon_cost(&lab, "four.yaml", &text, 60);
-    text.push_str("policies:\n");
-    for i in 0..10_000 {
-        text.push_str(&format!(
-            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
-            i / 250,
-            i % 250 + 1,
-            i % 4 + 1
-        ));
-    }
+    text.push_str(&lab::pin_policies(10_000, 4));
     let pinned = daemon_cost(&lab, "four-pins.yaml", &text, 30);
     println!("## Daemon cost: 4 uplinks x 2 targets, 500 ms interval");
     println!("| what | no pins, 60 s | 10 000 pinned hosts, 30 s |");
@@ -685,17 +677,7 @@ uplinks:
   - {name: isp2, interface: wan2, gateway: 100.64.2.1, probe: {targets: [198.51.100.1, 198.51.100.2]}}
 ",
     );
-    if pins > 0 {
-        s.push_str("policies:\n");
-    }
-    for i in 0..pins {
-        s.push_str(&format!(
-            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
-            i / 250,
-            i % 250 + 1,
-            i % 2 + 1
-        ));
-    }
+    s.push_str(&lab::pin_policies(pins, 2));
     s
 }
 

@@ -215,17 +215,7 @@ uplinks:
 ",
         100 - weight1
     );
-    if pins > 0 {
-        s.push_str("policies:\n");
-    }
-    for i in 0..pins {
-        s.push_str(&format!(
-            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
-            i / 250,
-            i % 250 + 1,
-            i % 2 + 1
-        ));
-    }
+    s.push_str(&lab::pin_policies(pins, 2));
     s
 }
 

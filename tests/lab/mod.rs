@@ -91,6 +91,24 @@ pub fn gateway_addr(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(100, 64, n as u8, 1)
 }
 
+/// A `policies:` section of `count` single-host pins (`host-N`, source 10.1.x.y), spread
+/// round the uplinks isp1..=isp`uplinks`; empty when `count` is 0.
+pub fn pin_policies(count: usize, uplinks: usize) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    let mut s = String::from("policies:\n");
+    for i in 0..count {
+        s.push_str(&format!(
+            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
+            i / 250,
+            i % 250 + 1,
+            i % uplinks + 1
+        ));
+    }
+    s
+}
+
 pub struct Lab {
     pub prefix: String,
     pub isps: usize,
