@@ -621,15 +621,7 @@ fn a_1000_pin_failover_swap_and_flush_do_not_delay_the_probes() {
     if !lab::available() {
         return;
     }
-    let mut text = config((50, 50), "policies:\n");
-    for i in 0..1000 {
-        text.push_str(&format!(
-            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
-            i / 250,
-            i % 250 + 1,
-            i % 2 + 1
-        ));
-    }
+    let text = config((50, 50), &lab::pin_policies(1000, 2));
     let lab = Lab::new(2);
     lab.start_internet_echo();
     let path = lab.file("pins.yaml", &text);
@@ -677,31 +669,30 @@ fn a_sighup_during_start_up_is_not_fatal() {
     if !lab::available() {
         return;
     }
-    let mut text = config((50, 50), "policies:\n");
-    for i in 0..500 {
-        text.push_str(&format!(
-            "  - {{name: host-{i}, match: {{source: 10.1.{}.{}}}, uplink: isp{}}}\n",
-            i / 250,
-            i % 250 + 1,
-            i % 2 + 1
-        ));
-    }
+    let text = config((50, 50), &lab::pin_policies(500, 2));
     let lab = Lab::new(2);
     let path = lab.file("slow-start.yaml", &text);
     let mut daemon = lab.spawn_daemon(&path, "info");
     let pid = daemon.child.id();
-    // `ip netns exec` execs multiwan in the same process: wait for that, then a moment.
+    // `ip netns exec` execs multiwan in the same process. Before multiwan's `main` runs (the
+    // loader, under load for a while) no program can hold a signal off: wait until the
+    // process shows SIGHUP blocked (`SigBlk`, bit 0), multiwan's first instruction.
     let start = Instant::now();
-    while !std::fs::read_link(format!("/proc/{pid}/exe"))
-        .is_ok_and(|e| e.to_string_lossy().contains("multiwan"))
-    {
+    let hup_blocked = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & 1 != 0)
+    };
+    while !hup_blocked() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "multiwan never started"
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    std::thread::sleep(Duration::from_millis(10));
     let mut sent = 0;
     while !daemon.log_text().contains("started: rules installed") {
         assert!(
