@@ -643,3 +643,76 @@ fn cleanup_needs_no_config_and_refuses_while_the_daemon_runs() {
     assert!(out.contains("5 ip rule(s), 4 route(s)"), "{out}");
     assert_eq!(lab.snapshot("rt"), before);
 }
+
+/// A set whose members change is refilled through a temporary set and swapped in; a set
+/// a resolver fills keeps what it learned, with the time it has left, when its timeout
+/// changes. Every step goes to the kernel over ipset's netlink protocol.
+#[test]
+fn changed_sets_are_swapped_in_and_learned_members_keep_their_time() {
+    let sets = |members: &str, timeout: &str| {
+        format!(
+            "{BASE}sets:\n  tv: {{domains: [tv.example], members: [{members}], timeout: {timeout}}}\npolicies:\n  - {{name: tv, match: {{destination_set: tv}}, uplink: isp2}}\n"
+        )
+    };
+    let Some((lab, path)) = lab_with(2, &sets("203.0.113.0/25", "1h")) else {
+        return;
+    };
+    let list = |set: &str| lab.exec_ok("rt", &["ipset", "list", set]);
+    let members = |set: &str| -> Vec<String> {
+        let text = list(set);
+        let after = text.split("Members:\n").nth(1).unwrap_or("").to_string();
+        let mut m: Vec<String> = after.lines().map(str::to_string).collect();
+        m.sort();
+        m
+    };
+    assert_eq!(members("multiwan_tv"), ["203.0.113.0/25"]);
+    // What a resolver learned (dnsmasq adds with the set's timeout).
+    lab.exec_ok(
+        "rt",
+        &[
+            "ipset",
+            "add",
+            "multiwan_tv.dns",
+            "198.51.100.7",
+            "timeout",
+            "3000",
+        ],
+    );
+    lab.exec_ok(
+        "rt",
+        &[
+            "ipset",
+            "add",
+            "multiwan_tv.dns",
+            "192.0.2.9",
+            "timeout",
+            "120",
+        ],
+    );
+    std::fs::write(&path, sets("203.0.113.128/25, 198.51.100.0/24", "10m")).unwrap();
+    lab.multiwan_ok(&["apply", "-c", &path]);
+    assert_eq!(
+        members("multiwan_tv"),
+        ["198.51.100.0/24", "203.0.113.128/25"],
+        "the static members were swapped"
+    );
+    let dns = list("multiwan_tv.dns");
+    assert!(dns.contains("timeout 600"), "the new timeout:\n{dns}");
+    let left = |addr: &str| -> u32 {
+        let line = members("multiwan_tv.dns")
+            .into_iter()
+            .find(|l| l.starts_with(&format!("{addr} ")))
+            .unwrap_or_else(|| panic!("{addr} kept:\n{dns}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        (590..=600).contains(&left("198.51.100.7")),
+        "capped at the new timeout"
+    );
+    assert!(
+        (100..=120).contains(&left("192.0.2.9")),
+        "kept its own, shorter time"
+    );
+    let temporaries = lab.exec_ok("rt", &["ipset", "list", "-n"]);
+    assert!(!temporaries.contains(".new"), "{temporaries}");
+}
