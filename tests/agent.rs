@@ -406,10 +406,18 @@ fn address_and_auto_gateway_changes_are_followed() {
     let mut held = Held::open_via(&lab, lab::LAN_CLIENT, uplink_addr(1), 3);
     let ct = |lab: &Lab| lab.exec_ok("rt", &["conntrack", "-L", "-f", "ipv4"]);
     assert!(ct(&lab).contains("dst=100.64.2.2 "), "{}", ct(&lab));
-    // A renewal: new address, new gateway.
+    // A renewal: new address, new gateway. The new address comes before the old one goes,
+    // as systemd-networkd and NetworkManager do it. (A client that deletes first leaves a
+    // moment without an address; a reconcile that reads the kernel in that moment takes
+    // the uplink down until it earns `up_after` good rounds again.)
+    // (systemd's default promote_secondaries keeps the new one when the old, primary, goes.)
+    lab.exec_ok(
+        "rt",
+        &["sysctl", "-qw", "net.ipv4.conf.wan2.promote_secondaries=1"],
+    );
     lab.ip("isp2", &["addr", "add", "100.64.2.254/24", "dev", "rt"]);
-    lab.ip("rt", &["addr", "del", "100.64.2.2/24", "dev", "wan2"]);
     lab.ip("rt", &["addr", "add", "100.64.2.3/24", "dev", "wan2"]);
+    lab.ip("rt", &["addr", "del", "100.64.2.2/24", "dev", "wan2"]);
     lab.dhcp_default(2, "100.64.2.254");
     let start = Instant::now();
     loop {
