@@ -221,7 +221,7 @@ fn npt_follows_the_prefix_a_dhcpv6_client_hands_over() {
     assert!(done.contains("isp1 now 2001:db8:100::/56"), "{done}");
     let wait_for = |addr: IpAddr| {
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
+        while start.elapsed() < Duration::from_secs(12) {
             if via6(&lab, "fd00:10::10", ECHO6, 3) == HashMap::from([(addr, 3)]) {
                 return start.elapsed();
             }
@@ -231,9 +231,9 @@ fn npt_follows_the_prefix_a_dhcpv6_client_hands_over() {
     };
     // Generous bounds: the rules change within milliseconds (the log's took_ms), but a
     // test connection in flight when the old translation's connections are deleted waits
-    // for its SYN to be sent again (1 s).
+    // for its SYN to be sent again (1 s, then 3 s on a loaded machine: a CI run hit it).
     assert!(
-        wait_for(first) < Duration::from_secs(3),
+        wait_for(first) < Duration::from_secs(10),
         "the host keeps its bits: {first}"
     );
     // A connection held open through the first prefix.
@@ -251,7 +251,7 @@ fn npt_follows_the_prefix_a_dhcpv6_client_hands_over() {
     // Renumbered: new connections use the new prefix at once, the old translation and the
     // connections through it are gone.
     prefix("2001:db8:180::/56");
-    assert!(wait_for(six("2001:db8:180::10")) < Duration::from_secs(3));
+    assert!(wait_for(six("2001:db8:180::10")) < Duration::from_secs(10));
     let rules = lab.exec_ok("rt", &["ip6tables-save", "-t", "nat"]);
     assert!(rules.contains("--to 2001:db8:180::/56"), "{rules}");
     assert!(!rules.contains("2001:db8:100::"), "{rules}");
